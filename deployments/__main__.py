@@ -1,0 +1,111 @@
+"""`python -m deployments serve`: start a local Ray cluster and serve the API.
+
+Without --config it serves the embedded demo model (built offline on first start);
+with --config it applies a serve_config.yaml (real models from the Hugging Face hub).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _banner(host: str, port: int, model: str) -> str:
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    return f"""
+clip-serve is up at {base}   (Ctrl-C stops it)
+  curl {base}/v1/models
+  curl {base}/v1/embeddings -H 'Content-Type: application/json' \\
+       -d '{{"model": "{model}", "input": ["a photo of a cat", "a diagram"]}}'
+  API docs: {base}/docs
+"""
+
+
+def _wait_ready(base: str, timeout_s: float = 120.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the service at {base} did not become ready in {timeout_s:.0f}s")
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import ray
+
+    from .launch import app_config, deploy, load_serve_config
+
+    if args.config:
+        doc = load_serve_config(Path(args.config))
+        applications = doc["applications"]
+        first_model = applications[0]["args"]["variants"][0]["id"]
+    else:
+        from .demo import DEMO_ID, demo_args, ensure_demo_model
+
+        folder = ensure_demo_model()
+        print(f"serving the embedded demo model from {folder} (random weights; see README for real models)")
+        applications = [app_config(demo_args(folder))]
+        first_model = DEMO_ID
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # Logical CPUs: the demo's replicas ask for fractions; torch threads are set per replica.
+        ray.init(num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=args.dashboard)
+    deploy(applications, args.host, args.port)
+    _wait_ready(f"http://127.0.0.1:{args.port}")
+    print(_banner(args.host, args.port, first_model), flush=True)
+    if args.detach:
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+def build_demo_command(args: argparse.Namespace) -> int:
+    from .demo import ensure_demo_model
+
+    print(ensure_demo_model(Path(args.out) if args.out else None))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="start Ray Serve with the API")
+    p.add_argument("--config", help="serve_config.yaml to apply (default: the embedded demo model)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (0.0.0.0 to expose)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs for a local cluster")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (port 8265)")
+    p.add_argument("--detach", action="store_true", help="return once ready, leaving the cluster running")
+    p.set_defaults(func=serve_command)
+    b = sub.add_parser("build-demo", help="build the embedded demo model and print its folder")
+    b.add_argument("--out")
+    b.set_defaults(func=build_demo_command)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model math: load a tower's weights and run it. No ray, no HTTP."""

@@ -1,0 +1,198 @@
+"""Find a checkpoint (local folder or Hugging Face hub id via the HF cache) and read the
+metadata every backend shares: config, image preprocessing, tokenizer, temperature.
+
+Hub ids go through huggingface_hub.snapshot_download, so HF_HOME, HF_HUB_OFFLINE and
+HF_TOKEN work as users expect; with the hub offline, a cached snapshot is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..preprocess.image_spec import ImageSpec
+from .base import TokenizerInfo
+
+# What serving needs from a repository; the hub repos also carry flax/tf/pickle weights.
+SERVING_FILES = [
+    "config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    # transformers' own weight names; repos such as laion's also carry open_clip copies.
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+]
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]?$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found or is incomplete; the message names what is missing."""
+
+
+def _looks_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
+
+
+def resolve_source(source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Path:
+    """A hub id or local folder -> a local folder holding the checkpoint's files."""
+    if _looks_local(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint folder {source!r} does not exist")
+        return path.resolve()
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=source, revision=revision, allow_patterns=allow_patterns or SERVING_FILES))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{source!r}{'@' + revision if revision else ''} is not in the Hugging Face cache at "
+            f"{constants.HF_HUB_CACHE} and the hub cannot be reached (HF_HUB_OFFLINE="
+            f"{int(constants.HF_HUB_OFFLINE)}); download it once with `hf download {source}` or point "
+            "`source` at a local folder"
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"hub repository {source!r} does not exist or needs a token (HF_TOKEN)") from None
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"could not download {source!r} from the hub: {exc}") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    source: str
+
+    @classmethod
+    def open(cls, source: str, revision: str | None = None) -> Checkpoint:
+        ckpt = cls(resolve_source(source, revision), source)
+        if not (ckpt.path / "config.json").is_file():
+            raise CheckpointError(f"checkpoint {source!r} ({ckpt.path}) has no config.json")
+        return ckpt
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return _read_json(self.path / "config.json")
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        return self.config.get("text_config") or {}
+
+    @property
+    def vision_config(self) -> dict[str, Any]:
+        return self.config.get("vision_config") or {}
+
+    def weight_files(self) -> list[Path]:
+        return sorted(self.path.glob("model*.safetensors"))
+
+    def require_safetensors(self) -> list[Path]:
+        files = self.weight_files()
+        if files:
+            return files
+        pickled = [name for name in PICKLE_WEIGHTS if (self.path / name).exists()]
+        if pickled:
+            raise CheckpointError(
+                f"checkpoint {self.source!r} has only pickle weights ({pickled[0]}); pickle can run "
+                "arbitrary code, so only safetensors weights are loaded"
+            )
+        raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no model*.safetensors weights")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Changes whenever the weights change: the hub commit, or file sizes and mtimes."""
+        match = _SNAPSHOT.search(str(self.path))
+        if match:
+            return f"{self.source}@{match.group(1)}"
+        digest = hashlib.sha256()
+        for f in sorted(self.path.rglob("*")):
+            if f.is_file() and f.suffix in (".safetensors", ".onnx", ".json", ".bin", ".data"):
+                stat = f.stat()
+                digest.update(f"{f.relative_to(self.path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        return f"{self.source}#{digest.hexdigest()[:16]}"
+
+    def image_spec(self) -> ImageSpec:
+        image_size = self.vision_config.get("image_size")
+        for name in ("preprocessor_config.json", "processor_config.json"):
+            if (self.path / name).is_file():
+                try:
+                    return ImageSpec.from_preprocessor_config(_read_json(self.path / name), image_size)
+                except ValueError as exc:
+                    raise CheckpointError(f"{self.path / name}: {exc}") from None
+        if image_size:
+            return ImageSpec.from_preprocessor_config({}, image_size)
+        raise CheckpointError(f"checkpoint {self.source!r} has no preprocessor_config.json and no vision image_size")
+
+    def _tokenizer_config(self) -> dict[str, Any]:
+        path = self.path / "tokenizer_config.json"
+        return _read_json(path) if path.is_file() else {}
+
+    def tokenizer_json(self) -> str:
+        if (self.path / "tokenizer.json").is_file():
+            return (self.path / "tokenizer.json").read_text(encoding="utf-8")
+        if (self.path / "vocab.json").is_file() and (self.path / "merges.txt").is_file():
+            # Slow-tokenizer files only: let transformers build the equivalent fast tokenizer.
+            from transformers import CLIPTokenizer
+
+            tok = CLIPTokenizer(str(self.path / "vocab.json"), str(self.path / "merges.txt"))
+            return tok.backend_tokenizer.to_str()
+        raise CheckpointError(
+            f"checkpoint {self.source!r} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)"
+        )
+
+    def tokenizer_info(self) -> TokenizerInfo:
+        from tokenizers import Tokenizer
+
+        text_json = self.tokenizer_json()
+        tok = Tokenizer.from_str(text_json)
+        tcfg = self._tokenizer_config()
+
+        def token_id(key: str, default: str) -> int:
+            value = tcfg.get(key, default)
+            value = value.get("content", default) if isinstance(value, dict) else value
+            found = tok.token_to_id(value)
+            if found is None:
+                raise CheckpointError(f"tokenizer of {self.source!r} has no {key} {value!r}")
+            return found
+
+        context = int(self.text_config.get("max_position_embeddings", 77))
+        model_max = tcfg.get("model_max_length")
+        if isinstance(model_max, int) and 0 < model_max < context:
+            context = model_max
+        return TokenizerInfo(
+            json=text_json,
+            context_length=context,
+            bos_id=token_id("bos_token", "<|startoftext|>"),
+            eos_id=token_id("eos_token", "<|endoftext|>"),
+            vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
+        )
+
+    def logit_scale(self) -> float | None:
+        """exp(logit_scale) from the weights, read without loading the rest."""
+        import math
+
+        from safetensors import safe_open
+
+        for f in self.weight_files():
+            with safe_open(str(f), framework="pt") as handle:
+                if "logit_scale" in handle.keys():
+                    return float(math.exp(float(handle.get_tensor("logit_scale").float().reshape(-1)[0])))
+        return None

@@ -1,0 +1,127 @@
+"""Create CLIP checkpoints in the exact layout of the hub repositories.
+
+Used for the embedded demo model and by the tests: a real CLIPModel saved with
+`save_pretrained` (safetensors), CLIP's real BPE tokenizer, and a hub-style
+preprocessor_config.json; optionally placed into a Hugging Face cache so a hub id
+resolves offline through the production loading path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .preprocess.image_spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from .preprocess.vocab import write_vocab_files
+
+
+def clip_config_dict(
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    projection_dim: int = 16,
+    text_hidden_size: int | None = None,
+    text_layers: int | None = None,
+    context_length: int = 77,
+    hidden_act: str = "quick_gelu",
+) -> dict[str, Any]:
+    """A CLIPConfig as a dict; both sub-configs carry projection_dim, as hub configs do,
+    which is what lets one tower load alone from the full checkpoint."""
+    text_hidden = text_hidden_size or hidden_size
+    return {
+        "projection_dim": projection_dim,
+        "text_config": {
+            "vocab_size": 49408,
+            "hidden_size": text_hidden,
+            "intermediate_size": text_hidden * 4,
+            "num_hidden_layers": text_layers or layers,
+            "num_attention_heads": heads,
+            "max_position_embeddings": context_length,
+            "projection_dim": projection_dim,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 1,
+            "hidden_act": hidden_act,
+        },
+        "vision_config": {
+            "hidden_size": hidden_size,
+            "intermediate_size": hidden_size * 4,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "projection_dim": projection_dim,
+            "hidden_act": hidden_act,
+        },
+    }
+
+
+def preprocessor_config(image_size: int, crop_size: int | None = None) -> dict[str, Any]:
+    crop = crop_size or image_size
+    return {
+        "crop_size": {"height": crop, "width": crop},
+        "do_center_crop": True,
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": list(OPENAI_CLIP_MEAN),
+        "image_processor_type": "CLIPImageProcessor",
+        "image_std": list(OPENAI_CLIP_STD),
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"shortest_edge": image_size},
+    }
+
+
+def write_tokenizer(out_dir: Path, context_length: int = 77, bpe_path: Path | None = None) -> None:
+    """vocab.json + merges.txt (slow files) and tokenizer.json (fast), like the hub repos."""
+    from transformers import CLIPTokenizer
+
+    vocab_file, merges_file = write_vocab_files(out_dir, bpe_path)
+    tok = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=context_length)
+    tok.save_pretrained(str(out_dir))
+
+
+def save_clip_checkpoint(model: Any, out_dir: Path, *, bpe_path: Path | None = None) -> Path:
+    """Save a CLIPModel with tokenizer and preprocessor config as a servable folder."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    vision = model.config.vision_config
+    context = model.config.text_config.max_position_embeddings
+    write_tokenizer(out_dir, context, bpe_path)
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(vision.image_size), indent=2))
+    return out_dir
+
+
+def build_clip_checkpoint(out_dir: Path, *, seed: int = 0, bpe_path: Path | None = None, **config: Any) -> Path:
+    """A randomly initialised (seeded) CLIP checkpoint of the given shape."""
+    import torch
+    import transformers
+    from transformers import CLIPConfig, CLIPModel
+
+    transformers.utils.logging.disable_progress_bar()
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(**clip_config_dict(**config))).eval()
+    return save_clip_checkpoint(model, out_dir, bpe_path=bpe_path)
+
+
+def install_in_hf_cache(folder: Path, repo_id: str, hub_cache: Path, revision: str = "main") -> Path:
+    """Copy a checkpoint folder into a Hugging Face hub cache as `repo_id`, so that
+    `snapshot_download(repo_id)` resolves it with HF_HUB_OFFLINE=1."""
+    commit = hashlib.sha1(f"{repo_id}:{folder}".encode()).hexdigest()
+    repo_dir = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / commit
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    shutil.copytree(folder, snapshot)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / revision).write_text(commit)
+    return snapshot

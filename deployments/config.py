@@ -1,0 +1,188 @@
+"""What `build_app(args)` accepts: the validated shape of the application config.
+
+Pure pydantic (no torch, no ray) so configs can be checked anywhere. Unknown keys are
+errors (`extra="forbid"`): a typo in a config must fail at build time, naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .backends.registry import BACKENDS
+
+Tower = Literal["image", "text"]
+TOWERS: tuple[Tower, ...] = ("image", "text")
+DEPLOYMENT_PREFIX: dict[str, str] = {"image": "ImageEncoder", "text": "TextEncoder"}
+ROUTER_DEPLOYMENT = "Router"
+
+# The registry holds import strings only, so validating a config never imports torch.
+KNOWN_BACKENDS = tuple(BACKENDS)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built; the message names the offending field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchingConfig(StrictModel):
+    """Encoder batching knobs; shipped as the deployment's `user_config`, so they change live."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most items in one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.003, ge=0.0, le=1.0, description="How long a replica waits to fill a batch after its first item."
+    )
+
+
+class DeploymentOptions(StrictModel):
+    """Ray Serve options for one deployment; unset fields keep the deployment's defaults.
+
+    serve_config.yaml's `deployments:` section overrides these again at deploy time.
+    """
+
+    num_replicas: int | Literal["auto"] | None = Field(None, description="Fixed replica count, or 'auto'.")
+    ray_actor_options: dict[str, Any] | None = Field(None, description="num_cpus, num_gpus, resources, ...")
+    autoscaling_config: dict[str, Any] | None = Field(None, description="Ray Serve autoscaling config.")
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_queued_requests: int | None = Field(None, ge=-1)
+    health_check_period_s: float | None = Field(None, gt=0)
+    health_check_timeout_s: float | None = Field(None, gt=0)
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
+
+    def to_options(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class EncoderDeploymentOptions(DeploymentOptions):
+    user_config: BatchingConfig | None = Field(None, description="Live-tunable batching.")
+
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+
+
+class VariantConfig(StrictModel):
+    """One served model id and how to load and run it."""
+
+    id: str = Field(description="The served model name clients put in `model`.")
+    source: str | None = Field(None, description="Hub id or local folder; defaults to `id`.")
+    backend: str = Field("torch", description=f"One of {list(KNOWN_BACKENDS)}.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bf16 on CPUs with AMX/AVX512-BF16, fp16/bf16 on GPU, else fp32."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present.")
+    aliases: list[str] = Field(default_factory=list, description="Other names that resolve to this variant.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    towers: list[Tower] = Field(default_factory=lambda: list(TOWERS), description="Which towers to serve.")
+    cpu_threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads; default: the replica's CPUs.")
+    image_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
+    text_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _ID_PATTERN.match(value) or "//" in value or value.endswith("/"):
+            raise ValueError("must be non-empty and use only letters, digits, '.', '_', '-' and '/'")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value not in KNOWN_BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; known: {list(KNOWN_BACKENDS)}")
+        return value
+
+    @field_validator("towers")
+    @classmethod
+    def _check_towers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("serve at least one tower")
+        if len(set(value)) != len(value):
+            raise ValueError("towers must be unique")
+        return [t for t in TOWERS if t in value]
+
+    @property
+    def resolved_source(self) -> str:
+        return self.source or self.id
+
+    @property
+    def slug(self) -> str:
+        return self.id.replace("/", "--")
+
+    def deployment_name(self, tower: str) -> str:
+        return f"{DEPLOYMENT_PREFIX[tower]}:{self.slug}"
+
+    def deployment_options(self, tower: str) -> EncoderDeploymentOptions:
+        return self.image_deployment if tower == "image" else self.text_deployment
+
+    def names(self) -> list[str]:
+        return [self.id, *self.aliases]
+
+
+class LimitsConfig(StrictModel):
+    """Request limits enforced by the router before any model work."""
+
+    max_request_bytes: int = Field(64 * 2**20, ge=1024, description="Request body size (also chunked bodies).")
+    max_items_per_request: int = Field(2048, ge=1, description="Inputs in one request.")
+    max_image_bytes: int = Field(20 * 2**20, ge=1, description="Encoded bytes of one image.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded pixels of one image (width*height).")
+    max_text_chars: int = Field(20_000, ge=1, description="Characters of one text input.")
+
+
+class RouterConfig(StrictModel):
+    coalesce_wait_ms: float = Field(
+        2.0, ge=0.0, le=100.0, description="How long items for one tower are gathered into one encoder call."
+    )
+    max_items_per_call: int = Field(32, ge=1, le=4096, description="Most items in one router->encoder call.")
+    max_inflight_calls: int = Field(
+        8, ge=1, le=1024, description="Encoder calls in flight per (variant, tower); beyond it items accumulate."
+    )
+    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding and resizing images.")
+    truncate_default: bool = Field(
+        True, description="Truncate texts over the context length unless a request says `truncate: false`."
+    )
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+
+class AppConfig(StrictModel):
+    variants: list[VariantConfig] = Field(min_length=1)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _check_unique_names(self) -> AppConfig:
+        seen: dict[str, str] = {}
+        slugs: dict[str, str] = {}
+        for variant in self.variants:
+            for name in variant.names():
+                if name in seen:
+                    raise ValueError(f"model name {name!r} is used by both {seen[name]!r} and {variant.id!r}")
+                seen[name] = variant.id
+            if variant.slug in slugs:
+                raise ValueError(f"variants {slugs[variant.slug]!r} and {variant.id!r} map to the same deployment names")
+            slugs[variant.slug] = variant.id
+        return self
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def parse_app_config(args: dict[str, Any] | AppConfig) -> AppConfig:
+    """Validate `args` into an AppConfig or raise ConfigError naming every bad field."""
+    if isinstance(args, AppConfig):
+        return args
+    if not isinstance(args, dict):
+        raise ConfigError(f"clip app args must be a mapping, got {type(args).__name__}")
+    try:
+        return AppConfig.model_validate(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_format_location(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid clip app config: {problems}") from None

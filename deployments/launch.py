@@ -1,0 +1,45 @@
+"""Start Ray Serve and apply an application config the way `serve deploy` does.
+
+Declarative deploys version each deployment by its config, so re-applying a config with
+new `user_config` or autoscaling values retunes running replicas without restarting them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+APP_NAME = "clip"
+
+
+def load_serve_config(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(Path(path).read_text())
+    if not isinstance(doc, dict) or not doc.get("applications"):
+        raise ValueError(f"{path} is not a Ray Serve config with `applications`")
+    return doc
+
+
+def app_config(args: dict[str, Any], deployments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One `applications:` entry for build_app."""
+    return {
+        "name": APP_NAME,
+        "route_prefix": "/",
+        "import_path": "deployments.app:build_app",
+        "args": args,
+        "deployments": deployments or [],
+    }
+
+
+def deploy(applications: list[dict[str, Any]], host: str, port: int, blocking: bool = True) -> None:
+    """Apply `applications` to the running Serve instance (started here if needed)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    serve.start(http_options={"host": host, "port": port})
+    schema = ServeDeploySchema.model_validate(
+        {"http_options": {"host": host, "port": port}, "applications": applications}
+    )
+    _get_global_client().deploy_apps(schema, _blocking=blocking)

@@ -1,0 +1,1 @@
+"""Image decoding/resizing and CLIP tokenization. No torch: runs in the router and in jobs."""

@@ -1,0 +1,28 @@
+"""/v1/models shapes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "clip-serve"
+    aliases: list[str] = []
+    towers: list[str]
+    backend: str
+    ready: bool
+    embedding_dimension: int | None = None
+    image_size: list[int] | None = None
+    context_length: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,1 @@
+"""Thin Ray Serve deployments: encoder replicas and the HTTP router."""

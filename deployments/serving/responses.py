@@ -1,0 +1,35 @@
+"""Fast JSON responses (orjson, numpy-aware) and the embedding response body."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.responses import Response
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_vector(vector: np.ndarray, encoding_format: str) -> Any:
+    if encoding_format == "base64":
+        return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector
+
+
+def embeddings_body(model: str, vectors: np.ndarray, encoding_format: str, prompt_tokens: int, images: int) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "images": images},
+    }

@@ -1,0 +1,27 @@
+"""The ingress deployment: validates, decodes, coalesces and routes to the encoders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from ..config import AppConfig
+from .http_app import build_http_app
+from .state import RouterState
+
+ROUTER_DEFAULTS: dict[str, Any] = {
+    "ray_actor_options": {"num_cpus": 1},
+    "max_ongoing_requests": 256,
+}
+
+
+@serve.deployment(**ROUTER_DEFAULTS)
+@serve.ingress()
+class Router:
+    async def __init__(self, config: dict[str, Any], encoders: dict[str, dict[str, Any]]) -> None:
+        self.state = RouterState(AppConfig.model_validate(config), encoders)
+        self.state.variants.start()
+
+    def __serve_build_asgi_app__(self):
+        return build_http_app(self.state)

@@ -1,0 +1,26 @@
+"""Everything a router replica's endpoints share, built once per replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from ..config import AppConfig
+from .embedding_service import EmbeddingService
+from .variants import VariantRegistry
+
+
+class RouterState:
+    def __init__(self, config: AppConfig, encoders: dict[str, dict[str, Any]]) -> None:
+        self.config = config
+        self.variants = VariantRegistry(config, encoders)
+        self.embeddings = EmbeddingService(config.limits, config.router)
+
+    def truncate(self, requested: bool | None) -> bool:
+        return self.config.router.truncate_default if requested is None else requested
+
+
+def get_state(request: Request) -> RouterState:
+    """FastAPI dependency: the replica's RouterState."""
+    return request.app.state.clip

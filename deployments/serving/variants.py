@@ -1,0 +1,148 @@
+"""The router's view of each served variant: its encoder handles, what the encoders
+reported about themselves (dims, preprocessing, tokenizer), and its coalescers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..backends.base import TowerInfo
+from ..config import AppConfig, RouterConfig, VariantConfig
+from ..preprocess.image_spec import ImageSpec
+from ..preprocess.tokenizer import ClipTokenizer
+from ..protocol.errors import APIError
+from .coalescer import Coalescer
+from .payloads import pack_images, pack_tokens
+
+logger = logging.getLogger("ray.serve")
+
+
+class VariantRuntime:
+    def __init__(self, config: VariantConfig, handles: dict[str, Any], router: RouterConfig) -> None:
+        self.config = config
+        self.handles = handles
+        self.created = int(time.time())
+        self.infos: dict[str, TowerInfo] = {}
+        self.image_spec: ImageSpec | None = None
+        self.tokenizer: ClipTokenizer | None = None
+        self.load_error: str | None = None
+        self._ready: asyncio.Event | None = None
+        self.coalescers = {
+            tower: Coalescer(
+                self._encoder_call(tower),
+                pack_images if tower == "image" else pack_tokens,
+                max_items=router.max_items_per_call,
+                wait_s=router.coalesce_wait_ms / 1000,
+                max_inflight=router.max_inflight_calls,
+            )
+            for tower in handles
+        }
+
+    def _encoder_call(self, tower: str):
+        handle = self.handles[tower]
+
+        async def call(payload: Any):
+            return await handle.embed.remote(payload)
+
+        return call
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def ready(self) -> bool:
+        return len(self.infos) == len(self.handles)
+
+    def serves(self, tower: str) -> bool:
+        return tower in self.handles
+
+    @property
+    def any_info(self) -> TowerInfo | None:
+        return next(iter(self.infos.values()), None)
+
+    def _event(self) -> asyncio.Event:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        return self._ready
+
+    async def load(self) -> None:
+        """Ask each tower's encoders what they loaded; retried until they answer."""
+        delay = 0.5
+        while not self.ready:
+            for tower, handle in self.handles.items():
+                if tower in self.infos:
+                    continue
+                try:
+                    self._install(TowerInfo.from_dict(await handle.info.remote()))
+                    self.load_error = None
+                except Exception as exc:  # encoders still starting, or failing: keep trying
+                    self.load_error = f"{tower} encoder: {exc!r}"[:500]
+                    logger.warning("variant %s not ready: %s", self.id, self.load_error)
+            if not self.ready:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._event().set()
+
+    def _install(self, info: TowerInfo) -> None:
+        if info.tower == "image" and info.image_spec:
+            self.image_spec = ImageSpec.from_dict(info.image_spec)
+        if info.tower == "text" and info.tokenizer:
+            t = info.tokenizer
+            self.tokenizer = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
+            info.tokenizer = None  # the JSON is large; the live tokenizer is what we keep
+        self.infos[info.tower] = info
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        if self.ready:
+            return
+        try:
+            await asyncio.wait_for(self._event().wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise APIError.unavailable(
+                f"model `{self.id}` is still loading; retry shortly", retry_after_s=5, code="model_loading"
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        info = self.any_info
+        spec = self.image_spec
+        return {
+            "id": self.id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "clip-serve",
+            "aliases": list(self.config.aliases),
+            "towers": list(self.handles),
+            "backend": self.config.backend,
+            "ready": self.ready,
+            "embedding_dimension": info.embed_dim if info else None,
+            "image_size": list(spec.input_hw) if spec else None,
+            "context_length": self.tokenizer.context_length if self.tokenizer else None,
+            "dtype": info.dtype if info else None,
+            "device": info.device if info else None,
+        }
+
+
+class VariantRegistry:
+    def __init__(self, config: AppConfig, encoders: dict[str, dict[str, Any]]) -> None:
+        self.variants = {v.id: VariantRuntime(v, encoders[v.id], config.router) for v in config.variants}
+        self._names = {name: self.variants[v.id] for v in config.variants for name in v.names()}
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(v.load()) for v in self.variants.values()]
+
+    def resolve(self, name: str) -> VariantRuntime:
+        try:
+            return self._names[name]
+        except (KeyError, TypeError):
+            raise APIError.model_not_found(str(name)) from None
+
+    @property
+    def all_ready(self) -> bool:
+        return all(v.ready for v in self.variants.values())
+
+    def __iter__(self):
+        return iter(self.variants.values())

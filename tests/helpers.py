@@ -1,0 +1,84 @@
+"""Test inputs and the transformers reference the served results are compared with."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BPE = REPO.parent / "shared" / "data" / "clip-bpe" / "bpe_simple_vocab_16e6.txt.gz"
+
+
+def bpe_path() -> Path | None:
+    """The shared CLIP BPE file when the checkout has ../shared beside it (CI does)."""
+    return SHARED_BPE if SHARED_BPE.exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def natural_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Smooth gradients plus noise: compresses like a photo, differs per seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 6.28, size=3)
+    channels = [
+        127 + 100 * np.sin(x / (7 + 5 * c) + phase[c]) * np.cos(y / (11 + 3 * c) - phase[c]) for c in range(3)
+    ]
+    arr = np.stack(channels, -1) + rng.normal(0, 12, size=(height, width, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{b64(data)}"
+
+
+def cosine(a, b) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+class Reference:
+    """transformers CLIPModel + CLIPProcessor on the same folder: the parity bar."""
+
+    def __init__(self, folder: Path) -> None:
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.torch = torch
+        self.model = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+        self.processor = CLIPProcessor.from_pretrained(folder)
+
+    def image(self, data: bytes) -> np.ndarray:
+        with self.torch.no_grad():
+            pixels = self.processor(images=Image.open(io.BytesIO(data)), return_tensors="pt").pixel_values
+            out = self.model.get_image_features(pixel_values=pixels).pooler_output
+        return self.torch.nn.functional.normalize(out, dim=-1)[0].numpy()
+
+    def texts(self, texts: list[str], truncate: bool = True) -> np.ndarray:
+        with self.torch.no_grad():
+            enc = self.processor(text=texts, return_tensors="pt", padding=True, truncation=truncate, max_length=77)
+            out = self.model.get_text_features(**enc).pooler_output
+        return self.torch.nn.functional.normalize(out, dim=-1).numpy()
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.processor.tokenizer(text).input_ids

@@ -1,0 +1,61 @@
+"""An encoder deployment on real Ray Serve, called through its handle: batching across
+calls, splitting of oversized calls, failure isolation in a batch, live batching changes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from conftest import app_args, deploy
+from helpers import cosine, encode, natural_image
+
+from deployments.preprocess.image_spec import ImageSpec
+from deployments.preprocess.images import ImageLimits, prepare_image
+
+IMAGE_ENCODER = "ImageEncoder:openai--clip-vit-base-patch32"
+
+
+@pytest.fixture(scope="module")
+def encoder(server):
+    from ray import serve
+
+    return serve.get_deployment_handle(IMAGE_ENCODER, app_name="clip")
+
+
+def pixels(n: int, seed: int, spec: ImageSpec) -> np.ndarray:
+    return np.stack([prepare_image(encode(natural_image(50, 40, seed=seed + i)), spec, ImageLimits()) for i in range(n)])
+
+
+def test_calls_are_batched_split_and_isolated(encoder, reference):
+    spec = ImageSpec.from_dict(encoder.info.remote().result()["image_spec"])
+    good_a, good_b = pixels(3, 0, spec), pixels(40, 10, spec)  # 40 > max_batch_size 32: split
+    bad = np.zeros((2, 7, 7, 3), dtype=np.uint8)  # wrong size: its forward raises
+
+    async def main():
+        calls = [encoder.embed.remote(p) for p in (good_a, bad, good_b)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    out_a, out_bad, out_b = asyncio.run(main())
+    assert isinstance(out_bad, Exception)
+    assert out_a.shape == (3, 16) and out_b.shape == (40, 16)
+    expected = np.stack([reference.image(encode(natural_image(50, 40, seed=s))) for s in (0, 1, 2)])
+    assert cosine(out_a, expected).min() >= 0.9999
+    expected_b = np.stack([reference.image(encode(natural_image(50, 40, seed=10 + i))) for i in (0, 39)])
+    assert cosine(out_b[[0, 39]], expected_b).min() >= 0.9999
+
+
+def test_batching_knobs_change_live(encoder, server_port, wide_model_dir):
+    before = encoder.stats.remote().result()
+    tuned = [{"name": IMAGE_ENCODER, "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.0}}]
+    try:
+        deploy(server_port, app_args(wide_model_dir), tuned)
+        after = encoder.stats.remote().result()
+        assert after["pid"] == before["pid"]  # reconfigured in place, not restarted
+        assert (after["max_batch_size"], after["batch_wait_timeout_s"]) == (4, 0.0)
+        spec = ImageSpec.from_dict(encoder.info.remote().result()["image_spec"])
+        assert encoder.embed.remote(pixels(9, 0, spec)).result().shape == (9, 16)
+        assert encoder.stats.remote().result()["forwards"] - after["forwards"] == 3  # 4 + 4 + 1
+    finally:
+        deploy(server_port, app_args(wide_model_dir))
+    assert encoder.stats.remote().result()["max_batch_size"] == 32
