@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 
+# Ray workers (replicas, the Serve controller) must import the checkout under test, not
+# whatever `pip install -e` points at: they inherit PYTHONPATH from this process.
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p)
+
 # huggingface_hub reads HF_HOME and HF_HUB_OFFLINE once, at import: set them before
 # anything imports it. Nothing in the test session may reach a model hub.
 _HF_HOME = Path(tempfile.mkdtemp(prefix="clip-serve-hf-"))

@@ -103,3 +103,11 @@ def test_building_the_app_imports_no_model_runtime():
             "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_ray_workers_import_this_checkout(server):
+    """Replicas run the code under test (conftest sets PYTHONPATH before Ray starts)."""
+    from ray import serve
+
+    encoder = serve.get_deployment_handle("TextEncoder:openai--clip-vit-base-patch32", app_name="clip")
+    assert encoder.stats.remote().result()["module"].startswith(str(REPO))

@@ -64,7 +64,7 @@ class _EncoderReplica:
 
     async def stats(self) -> dict[str, Any]:
         """Live batching settings and counters (tests, debugging)."""
-        return {"pid": os.getpid(), "forwards": self._forwards, "items": self._items, **self._batching.model_dump()}
+        return {"pid": os.getpid(), "module": __file__, "forwards": self._forwards, "items": self._items, **self._batching.model_dump()}
 
     async def embed(self, payload: Payload) -> np.ndarray:
         """Embed a packed call (any size): float32 (N, D), L2-normalised, in input order."""
