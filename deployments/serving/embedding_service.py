@@ -15,10 +15,10 @@ import numpy as np
 
 from ..config import LimitsConfig, RouterConfig
 from ..preprocess.image_spec import ImageSpec
-from ..preprocess.images import ImageError, ImageLimits, decode_image_source, prepare_image
-from ..preprocess.tokenizer import InvalidTokensError, TextTooLongError
+from ..preprocess.images import ImageError, ImageLimits
+from ..preprocess.items import ItemPreprocessor, image_api_error
 from ..protocol.errors import APIError
-from ..protocol.inputs import ImageItem, Item, TextItem, TokensItem
+from ..protocol.inputs import ImageItem, Item
 from .errors import backend_error
 from .variants import VariantRuntime
 
@@ -36,6 +36,7 @@ class EmbeddingService:
     def __init__(self, limits: LimitsConfig, router: RouterConfig) -> None:
         self.limits = limits
         self.image_limits = ImageLimits(max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels)
+        self.items = ItemPreprocessor(self.image_limits, limits.max_text_chars)
         self._decode_pool = ThreadPoolExecutor(router.decode_threads, thread_name_prefix="decode")
 
     def check_count(self, items: list[Item], param: str = "input") -> None:
@@ -82,33 +83,8 @@ class EmbeddingService:
     def _tokenize(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> list[np.ndarray]:
         if not items:
             return []
-        tokenizer = variant.tokenizer
-        assert tokenizer is not None
-        out: list[np.ndarray | None] = [None] * len(items)
-        plain = [(k, it) for k, it in enumerate(items) if isinstance(it, TextItem)]
-        for _, it in plain:
-            if len(it.text) > self.limits.max_text_chars:
-                raise APIError.too_large(
-                    f"text has {len(it.text)} characters, over the limit of {self.limits.max_text_chars}", param=it.param
-                )
-        try:
-            encoded = tokenizer.encode([it.text for _, it in plain], truncate)
-        except TextTooLongError as exc:
-            raise APIError.invalid(str(exc), param=plain[exc.index][1].param, code="context_length_exceeded") from None
-        for (k, _), enc in zip(plain, encoded):
-            out[k] = enc.ids
-        for k, it in enumerate(items):
-            if isinstance(it, TokensItem):
-                try:
-                    out[k] = tokenizer.wrap_ids(it.ids, truncate).ids
-                except TextTooLongError as exc:
-                    raise APIError.invalid(str(exc), param=it.param, code="context_length_exceeded") from None
-                except InvalidTokensError as exc:
-                    raise APIError.invalid(str(exc), param=it.param) from None
-        return out  # type: ignore[return-value]
-
-    def _prepare(self, source: str, spec: ImageSpec) -> np.ndarray:
-        return prepare_image(decode_image_source(source, self.image_limits), spec, self.image_limits)
+        assert variant.tokenizer is not None
+        return self.items.tokenize(variant.tokenizer, items, truncate)
 
     async def _decode_images(self, spec: ImageSpec | None, items: list[ImageItem]) -> list[np.ndarray]:
         if not items:
@@ -116,13 +92,12 @@ class EmbeddingService:
         assert spec is not None
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, self._prepare, it.source, spec) for it in items),
+            *(loop.run_in_executor(self._decode_pool, self.items.image, it.source, spec) for it in items),
             return_exceptions=True,
         )
         for it, result in zip(items, results):
             if isinstance(result, ImageError):
-                raise APIError(result.status, str(result), param=it.param,
-                               code="image_too_large" if result.status == 413 else "invalid_image")
+                raise image_api_error(result, it.param)
             if isinstance(result, BaseException):
                 raise result
         return results  # type: ignore[return-value]
