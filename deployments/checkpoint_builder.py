@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .backends.checkpoint import SERVING_FILES
 from .preprocess.image_spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .preprocess.vocab import write_vocab_files
 
@@ -91,15 +92,7 @@ def write_tokenizer(out_dir: Path, context_length: int = 77, bpe_path: Path | No
 
 
 # A checkpoint's files besides config and weights: how it tokenizes and preprocesses.
-ASSET_FILES = (
-    "preprocessor_config.json",
-    "processor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.json",
-    "merges.txt",
-)
+ASSET_FILES = tuple(f for f in SERVING_FILES if f != "config.json" and "safetensors" not in f)
 
 
 def save_clip_checkpoint(

@@ -82,3 +82,20 @@ class Reference:
 
     def token_ids(self, text: str) -> list[int]:
         return self.processor.tokenizer(text).input_ids
+
+
+def wait_ready(base: str, timeout_s: float = 120.0) -> None:
+    """Poll `{base}/ready` until the app has loaded every model."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{base} did not become ready in {timeout_s:.0f}s")

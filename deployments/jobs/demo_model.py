@@ -99,17 +99,16 @@ def train_demo_model(out_dir: Path, shape: dict[str, Any], training: dict[str, A
     with tempfile.TemporaryDirectory(prefix="clip-demo-assets-") as tmp:
         assets = model_assets(init, Path(tmp))
         spec, tokenizer = assets.image_spec(), assets.tokenizer_info()
-    encoder = PairEncoder(spec.to_dict(), asdict(tokenizer))
     settings = TrainSettings.model_validate({**training, "init": init, "device": "cpu"})
-    data = SyntheticBatches(encoder, settings.seed, held_out_seed, settings.steps_per_epoch,
-                            val_pairs=512, image_size=shape["image_size"])
+    data = SyntheticBatches(PairEncoder(spec.to_dict(), asdict(tokenizer)), settings.seed, held_out_seed,
+                            settings.steps_per_epoch, val_pairs=512, image_size=shape["image_size"])
     learner = run_training(settings, data, LocalReporter(log), spec, device="cpu")
     save_clip_checkpoint(learner.model.eval(), out_dir)
     train_seconds = time.perf_counter() - started
 
     card = {
         "model": "clip-demo",
-        "trained_on": "synthetic coloured shapes (deployments/jobs/synthetic.py)",
+        "trained_on": "synthetic coloured shapes (deployments/jobs/synthetic.py), captions 'a {colour} {shape}'",
         "shape": shape,
         "training": settings.model_dump(mode="json", exclude={"init"}),
         "train_seconds": round(train_seconds, 1),
@@ -122,4 +121,3 @@ def train_demo_model(out_dir: Path, shape: dict[str, Any], training: dict[str, A
     log(f"demo model trained in {train_seconds:.0f}s; held-out zero-shot top-1 over "
         f"{card['zero_shot'][shape['image_size']]['classes']} classes: {accuracy}")
     return card
-

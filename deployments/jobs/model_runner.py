@@ -18,6 +18,7 @@ from ..config import VariantConfig
 from ..preprocess.image_spec import ImageSpec
 from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
+from ..serving.coalescer import Coalescer
 from ..serving.payloads import pack_images, pack_tokens
 
 
@@ -83,14 +84,21 @@ class ModelRunner:
         return np.concatenate(parts) if parts else np.zeros((0, self.info().embed_dim), dtype=np.float32)
 
 
-class _DirectEncoder:
-    """Stands in for a router coalescer: the batch goes straight to the local tower."""
+def _local_coalescer(runner: ModelRunner, tower: str) -> Coalescer:
+    """The router's coalescer, calling the local tower instead of an encoder replica:
+    concurrent requests share forward passes, one at a time (the tower uses every core)."""
 
-    def __init__(self, runner: ModelRunner, tower: str) -> None:
-        self.embed = runner.embed_pixels if tower == "image" else runner.embed_sequences
+    def forward(payload: Any) -> np.ndarray:
+        backend = runner.tower(tower)
+        if tower == "image":
+            return backend.embed_images(payload)
+        return backend.embed_texts(payload.ids, payload.lengths)
 
-    async def submit(self, items: list[np.ndarray]) -> list[np.ndarray]:
-        return list(await asyncio.to_thread(self.embed, items))
+    async def call(payload: Any) -> np.ndarray:
+        return await asyncio.to_thread(forward, payload)
+
+    return Coalescer(call, pack_images if tower == "image" else pack_tokens,
+                     max_items=runner.batch_size, wait_s=0.002, max_inflight=1)
 
 
 class LocalVariant:
@@ -101,7 +109,7 @@ class LocalVariant:
         self.runner = runner
         self.config = runner.variant
         self.handles = {tower: None for tower in runner.variant.towers}
-        self.coalescers = {tower: _DirectEncoder(runner, tower) for tower in runner.variant.towers}
+        self.coalescers = {tower: _local_coalescer(runner, tower) for tower in runner.variant.towers}
 
     @property
     def id(self) -> str:
