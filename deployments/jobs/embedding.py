@@ -88,13 +88,14 @@ class ShardEmbedder:
             started = time.perf_counter()
             summary = self._openai_shard(shard) if self.format == "openai" else self._item_shard(shard)
             summary.update(shard=shard["index"], seconds=time.perf_counter() - started, pid=os.getpid())
-            _write_atomic(self.out / SHARDS_DIR / part_name(shard["index"], ".json"), lambda p: p.write_text(json.dumps(summary)))
-            summaries.append(json.dumps(summary))
+            text = json.dumps(summary)
+            _write_atomic(self.out / SHARDS_DIR / part_name(shard["index"], ".json"), lambda p: p.write_text(text))
+            summaries.append(text)
         return {"summary": summaries}
 
     # -- folders and tables: one parquet row per good item
-    def _load_pixels(self, item: dict[str, Any]) -> np.ndarray:
-        return prepare_image(image_bytes(item["image"], None), self.runner.image_spec, self.limits)
+    def _load_pixels(self, item: dict[str, Any], spec: Any) -> np.ndarray:
+        return prepare_image(image_bytes(item["image"], None), spec, self.limits)
 
     def _item_shard(self, shard: dict[str, Any]) -> dict[str, Any]:
         ids: list[str] = []
@@ -105,7 +106,8 @@ class ShardEmbedder:
         texts = [it for it in shard["items"] if "text" in it]
         if images:
             # Decoding runs ahead in threads while the model embeds earlier batches.
-            futures = [self.pool.submit(self._load_pixels, it) for it in images]
+            spec = self.runner.image_spec  # loads the image tower once, before the threads need it
+            futures = [self.pool.submit(self._load_pixels, it, spec) for it in images]
             good: list[tuple[str, np.ndarray]] = []
             for it, future in zip(images, futures):
                 try:
