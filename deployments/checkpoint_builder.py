@@ -28,6 +28,7 @@ def clip_config_dict(
     projection_dim: int = 16,
     text_hidden_size: int | None = None,
     text_layers: int | None = None,
+    text_heads: int | None = None,
     context_length: int = 77,
     hidden_act: str = "quick_gelu",
 ) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def clip_config_dict(
             "hidden_size": text_hidden,
             "intermediate_size": text_hidden * 4,
             "num_hidden_layers": text_layers or layers,
-            "num_attention_heads": heads,
+            "num_attention_heads": text_heads or heads,
             "max_position_embeddings": context_length,
             "projection_dim": projection_dim,
             "bos_token_id": 49406,

@@ -42,6 +42,7 @@ class _EncoderReplica:
         info = self.backend.info()
         info.variant_id = self.variant.id
         self._info = info.to_dict()
+        self._fingerprint = info.fingerprint
         self._batching = _DEFAULT_BATCHING
         self._max_batch_size = self._batching.max_batch_size
         self._forwards = 0
@@ -74,6 +75,11 @@ class _EncoderReplica:
             if isinstance(result, Exception):
                 raise result
         return results[0] if len(results) == 1 else np.concatenate(results)
+
+    async def embed_tagged(self, payload: Payload) -> tuple[str, np.ndarray]:
+        """`embed`, plus the fingerprint of the weights that made the vectors: the router
+        learns of a weights change in-band (its label cache is keyed by it)."""
+        return self._fingerprint, await self.embed(payload)
 
     def _forward(self, payload: Payload) -> np.ndarray:
         self._forwards += 1

@@ -8,7 +8,10 @@ from fastapi import Request
 
 from ..config import AppConfig
 from .embedding_service import EmbeddingService
+from .label_cache import LabelCache
+from .metrics import replica_metrics
 from .variants import VariantRegistry
+from .zero_shot import ZeroShotService
 
 
 class RouterState:
@@ -16,6 +19,12 @@ class RouterState:
         self.config = config
         self.variants = VariantRegistry(config, encoders)
         self.embeddings = EmbeddingService(config.limits, config.router)
+        self.label_cache = LabelCache(
+            config.label_cache.max_entries,
+            config.label_cache.max_bytes,
+            on_lookup=lambda variant, status, count: replica_metrics().label_cache_lookup(variant, status, count),
+        )
+        self.zero_shot = ZeroShotService(self.embeddings, self.label_cache, config.limits)
 
     def truncate(self, requested: bool | None) -> bool:
         return self.config.router.truncate_default if requested is None else requested

@@ -1,0 +1,153 @@
+"""Classify vs embed: with its labels cached, a /v1/classify request should cost about one
+image embedding. Serves a ViT-B/32-sized CLIP (random weights, built once in a temp dir)
+on a local Ray cluster and compares, at low load (one client, sequential requests), the
+p50 latency of classifying an image against 10 cached labels with the p50 of embedding
+the same image. Prints the machine, the figures and the ratio (target: <= 1.2).
+
+    python scripts/bench_classify.py [--requests 40] [--keep-model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# Replicas must import this checkout too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+MODEL_ID = "bench/vit-b-32-random"
+VIT_B_32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
+            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
+LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
+
+
+def photo_jpeg(width: int = 640, height: int = 480) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([127 + 100 * np.sin(x / (9 + 4 * c)) * np.cos(y / (13 + 3 * c)) for c in range(3)], -1)
+    rgb += rng.normal(0, 10, size=rgb.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=40, help="measured requests per kind")
+    parser.add_argument("--keep-model", help="build the checkpoint here (reused if present) instead of a temp dir")
+    parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    args = parser.parse_args()
+
+    import httpx
+    import ray
+    from ray import serve
+
+    from deployments.checkpoint_builder import build_clip_checkpoint
+    from deployments.launch import app_config, deploy
+
+    workdir = Path(args.keep_model) if args.keep_model else Path(tempfile.mkdtemp(prefix="bench-classify-"))
+    started = time.time()
+    if not (workdir / "model.safetensors").is_file():
+        build_clip_checkpoint(workdir, seed=0, **VIT_B_32)
+    print(f"checkpoint ready in {time.time() - started:.0f}s: {workdir}", flush=True)
+
+    if not args.port:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            args.port = s.getsockname()[1]
+    cpus = os.cpu_count() or 2
+    app = {
+        "variants": [{
+            "id": MODEL_ID, "source": str(workdir), "cpu_threads": cpus,
+            "image_deployment": {"ray_actor_options": {"num_cpus": 1}},
+            "text_deployment": {"ray_actor_options": {"num_cpus": 0.5}},
+        }],
+        "router": {"deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
+    }
+    ray.init(num_cpus=max(4, cpus), include_dashboard=False, log_to_driver=False)
+    try:
+        deploy([app_config(app)], "127.0.0.1", args.port)
+        image = {"image": base64.b64encode(photo_jpeg()).decode()}
+        embed_body = {"model": MODEL_ID, "input": [image]}
+        classify_body = {"model": MODEL_ID, "input": [image], "labels": LABELS, "hypothesis_template": "a photo of a {}."}
+        with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120) as client:
+            def timed(path: str, body: dict) -> tuple[float, dict]:
+                t0 = time.perf_counter()
+                r = client.post(path, json=body)
+                elapsed = time.perf_counter() - t0
+                r.raise_for_status()
+                return elapsed, r.json()
+
+            _, first = timed("/v1/classify", classify_body)  # fills the label cache
+            assert first["usage"]["cached_prompts"] == 0
+            for _ in range(5):  # warm both paths
+                timed("/v1/embeddings", embed_body)
+                timed("/v1/classify", classify_body)
+            embed_s, classify_s = [], []
+            for _ in range(args.requests):  # interleaved, so drift hits both alike
+                embed_s.append(timed("/v1/embeddings", embed_body)[0])
+                elapsed, out = timed("/v1/classify", classify_body)
+                assert out["usage"]["cached_prompts"] == len(LABELS) and out["usage"]["prompt_tokens"] == 0
+                classify_s.append(elapsed)
+        ratio = p50_ms(classify_s) / p50_ms(embed_s)
+        dtype = json.loads(httpx.get(f"http://127.0.0.1:{args.port}/v1/models/{MODEL_ID}").text)["dtype"]
+        print(json.dumps({
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "command": "python " + " ".join(sys.argv),
+            "model": f"ViT-B/32-sized random CLIP, {dtype}",
+            "image": "640x480 JPEG",
+            "labels": len(LABELS),
+            "requests_each": args.requests,
+            "embed_p50_ms": round(p50_ms(embed_s), 1),
+            "classify_p50_ms": round(p50_ms(classify_s), 1),
+            "embed_p90_ms": round(sorted(embed_s)[int(0.9 * len(embed_s))] * 1000, 1),
+            "classify_p90_ms": round(sorted(classify_s)[int(0.9 * len(classify_s))] * 1000, 1),
+            "ratio_p50": round(ratio, 3),
+            "target": "<= 1.2",
+            "pass": ratio <= 1.2,
+        }, indent=2))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if not args.keep_model:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
