@@ -1,7 +1,8 @@
-"""Readiness, liveness and encoder health on real Ray Serve, in a second application ("ops",
-under /ops) beside the session's app: /ready stays 503 until every configured variant has
-loaded while /health answers 200 throughout, and a replica whose forward thread hangs fails
-its health check and is replaced by Serve."""
+"""Operations on real Ray Serve, in a second application ("ops", under /ops) beside the
+session's app: /ready stays 503 until every configured variant has loaded while /health
+answers 200 throughout; a replica whose forward thread hangs fails its health check and is
+replaced; batch size, batch wait and autoscaling bounds change by re-applying an edited
+config (`serve deploy`) without restarting replicas."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from helpers import cosine, data_uri, encode, natural_image
 
 from deployments.launch import app_config
 from deployments.launch import deploy as apply
+from deployments.serving.payloads import TokenBatch
 
 OPS = "ops"
 WIDE_IMAGE = "ImageEncoder:local--tiny-wide"
+HUB_TEXT = "TextEncoder:openai--clip-vit-base-patch32"
+AUTOSCALING = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4, "upscale_delay_s": 1,
+               "downscale_delay_s": 1}
 
 
-def ops_apps(wide_model_dir, image_schedulable: bool) -> list[dict]:
+def ops_apps(wide_model_dir, image_schedulable: bool = True, text_tuning: dict | None = None) -> list[dict]:
     """The session's app unchanged, plus "ops": the text tower of the hub variant and the
     image tower of the wide variant, whose replica needs a resource no node has until
-    `image_schedulable` (like a GPU node that has not joined yet)."""
+    `image_schedulable` (like a GPU node that has not joined yet). `text_tuning` overrides
+    the text encoder's `deployments:` entry, as an operator edits serve_config.yaml."""
     args = {
         "variants": [
             {"id": HUB_ID, "towers": ["text"], "dtype": "float32", "cpu_threads": 1},
@@ -34,8 +40,9 @@ def ops_apps(wide_model_dir, image_schedulable: bool) -> list[dict]:
     image_actor = {"num_cpus": 0.25, "runtime_env": {"env_vars": {"CLIP_SERVE_TEST_HOOKS": "1"}}}
     if not image_schedulable:
         image_actor["resources"] = {"node_not_joined_yet": 1}
+    text = {"name": HUB_TEXT, "ray_actor_options": {"num_cpus": 0.25}, "autoscaling_config": AUTOSCALING}
     deployments = [
-        {"name": "TextEncoder:openai--clip-vit-base-patch32", "ray_actor_options": {"num_cpus": 0.25}},
+        {**text, **(text_tuning or {})},
         {"name": WIDE_IMAGE, "ray_actor_options": image_actor, "health_check_period_s": 1,
          "health_check_timeout_s": 2, "graceful_shutdown_timeout_s": 1},
     ]
@@ -53,7 +60,7 @@ def poll(check, timeout_s: float, every_s: float = 0.5):
 
 
 @pytest.fixture(scope="module")
-def readiness_log(server_port, client, wide_model_dir):
+def ops_app(server_port, client, wide_model_dir):
     """Deploys "ops" with its image tower unschedulable, then schedulable; records what
     /ops/health, /ops/ready and /ops/v1/models said along the way."""
     log: dict = {"health": [], "ready": [], "models_before": None}
@@ -82,8 +89,8 @@ def readiness_log(server_port, client, wide_model_dir):
         apply([app_config(app_args(wide_model_dir))], "127.0.0.1", server_port)  # removes "ops"
 
 
-def test_ready_waits_for_every_variant_while_health_stays_up(readiness_log):
-    log = readiness_log
+def test_ready_waits_for_every_variant_while_health_stays_up(ops_app):
+    log = ops_app
     assert log["models_before"] == {HUB_ID: True, "local/tiny-wide": False}
     statuses = [status for status, _ in log["ready"]]
     assert statuses[:3] == [503, 503, 503]  # one variant loaded, the other not: not ready
@@ -94,7 +101,7 @@ def test_ready_waits_for_every_variant_while_health_stays_up(readiness_log):
     assert set(log["health"]) == {200}  # liveness never followed readiness down
 
 
-def test_stalled_encoder_fails_health_and_is_replaced(readiness_log, client, wide_reference):
+def test_stalled_encoder_fails_health_and_is_replaced(ops_app, client, wide_reference):
     from ray import serve
 
     encoder = serve.get_deployment_handle(WIDE_IMAGE, app_name=OPS)
@@ -125,3 +132,52 @@ def test_stall_hook_is_refused_without_the_test_env(server):
     encoder = serve.get_deployment_handle("ImageEncoder:openai--clip-vit-base-patch32", app_name="clip")
     with pytest.raises(Exception, match="test hooks are disabled"):
         encoder.debug_stall_forward.remote(1).result()
+
+
+def deployment_config(name: str) -> dict:
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().get_serve_details()["applications"][OPS]["deployments"][name]["deployment_config"]
+
+
+def running_replicas(name: str) -> int:
+    from ray import serve
+
+    return serve.status().applications[OPS].deployments[name].replica_states.get("RUNNING", 0)
+
+
+def replica_stats(encoder, calls: int = 24) -> dict[int, dict]:
+    """Stats of the replicas the handle reaches (it spreads calls over all of them), by pid."""
+    return {s["pid"]: s for s in (encoder.stats.remote().result() for _ in range(calls))}
+
+
+def test_batching_and_autoscaling_bounds_change_without_restarts(ops_app, server_port, wide_model_dir):
+    from ray import serve
+
+    encoder = serve.get_deployment_handle(HUB_TEXT, app_name=OPS)
+    original_pid = encoder.stats.remote().result()["pid"]
+    grown = {"autoscaling_config": {**AUTOSCALING, "min_replicas": 2, "max_replicas": 3},
+             "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}}
+    apply(ops_apps(wide_model_dir, text_tuning=grown), "127.0.0.1", server_port)
+    assert poll(lambda: running_replicas(HUB_TEXT) == 2, 60), "the new lower bound did not add a replica"
+    bounds = deployment_config(HUB_TEXT)["autoscaling_config"]
+    assert (bounds["min_replicas"], bounds["max_replicas"]) == (2, 3)
+    stats = replica_stats(encoder)
+    assert original_pid in stats and len(stats) == 2  # the first replica kept serving
+    assert {(s["max_batch_size"], s["batch_wait_timeout_s"]) for s in stats.values()} == {(4, 0.05)}
+
+    # the new batch size is what replicas do: 9 texts take 3 forwards (4 + 4 + 1)
+    before = replica_stats(encoder)
+    tokens = TokenBatch(np.tile(np.array([[49406, 320, 49407]], np.int32), (9, 1)), np.full(9, 3, np.int32))
+    assert encoder.embed.remote(tokens).result().shape == (9, 16)
+    after = replica_stats(encoder)
+    assert sum(after[pid]["forwards"] - before[pid]["forwards"] for pid in after) == 3
+
+    # tighter bounds and other batching: back to one replica, one of those already running
+    shrunk = {"autoscaling_config": AUTOSCALING, "user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.0}}
+    apply(ops_apps(wide_model_dir, text_tuning=shrunk), "127.0.0.1", server_port)
+    assert poll(lambda: running_replicas(HUB_TEXT) == 1, 60), "the new upper bound did not remove a replica"
+    assert deployment_config(HUB_TEXT)["autoscaling_config"]["max_replicas"] == 1
+    (survivor,) = replica_stats(encoder, calls=4).values()
+    assert survivor["pid"] in stats
+    assert (survivor["max_batch_size"], survivor["batch_wait_timeout_s"]) == (8, 0.0)
