@@ -4,7 +4,9 @@ Run by tests/test_autoscaling.py in its own process (a second Ray cluster cannot
 test session's driver). A head node hosts the controller, the HTTP proxy and the router;
 two worker nodes carry a custom `gpu_node` resource that stands in for GPUs, and encoders
 require it, as they require `nvidia.com/gpu` on Kubernetes. Image-only load is driven
-through HTTP; the script samples replica counts and prints one JSON report on its last line.
+through HTTP while replica counts are sampled; then, under light load, the node holding the
+image replica is drained the way the pods' preStop hook does it (`python -m
+deployments.drain`). Prints one JSON report on its last line.
 
     python tests/multinode_autoscale.py MODEL_DIR
 """
@@ -15,6 +17,7 @@ import asyncio
 import base64
 import io
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -105,6 +108,23 @@ async def scenario(url: str, report: dict) -> None:
     stop.set()
     await load
     report["scaled_down"] = await sample_until(timeline, t0, lambda c: c[IMAGE] == 1 and c[TEXT] == 1, 40)
+    await drain_under_load(url, report)
+
+
+async def drain_under_load(url: str, report: dict) -> None:
+    """Drain the image replica's node as its pod's preStop would, while requests keep coming."""
+    (node,) = await asyncio.to_thread(replica_nodes, IMAGE)
+    stop, counts = asyncio.Event(), {}
+    load = asyncio.create_task(image_load(url, stop, counts, concurrency=4))
+    command = [sys.executable, "-m", "deployments.drain", "--address", report["address"], "--node-id", node,
+               "--deadline-s", "40"]
+    drained = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+    report["drain"] = {"node": node, "output": json.loads(drained.stdout.strip().splitlines()[-1]),
+                       "image_nodes_after": await asyncio.to_thread(replica_nodes, IMAGE)}
+    await asyncio.sleep(1)
+    stop.set()
+    await load
+    report["drain"]["requests"] = counts
 
 
 def replica_nodes(deployment: str) -> list[str]:
@@ -124,12 +144,15 @@ def main(model_dir: str) -> dict:
 
     report: dict = {"timeline": [], "requests": {}}
     started = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    # the dashboard serves the state API the drain hook asks which actors remain on its node
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": True,
+                                                            "dashboard_port": free_port()})
     try:
         gpu_nodes = [cluster.add_node(num_cpus=1, resources={"gpu_node": GPU_SLOTS}) for _ in range(GPU_NODES)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         report["head_node"] = cluster.head_node.node_id
+        report["address"] = cluster.address
         report["gpu_nodes"] = sorted(node.node_id for node in gpu_nodes)
         port = free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})

@@ -1,7 +1,8 @@
 """Image-heavy load scales the image tower up while the text tower stays at its minimum,
-and both come back down after: on a local multi-node Ray cluster whose encoders are placed
-on "GPU" worker nodes by a custom resource (tests/multinode_autoscale.py, run in its own
-process because it starts a second Ray cluster)."""
+and both come back down after; draining a node (the pods' preStop hook) moves its replicas
+elsewhere without failing requests. On a local multi-node Ray cluster whose encoders are
+placed on "GPU" worker nodes by a custom resource (tests/multinode_autoscale.py, run in its
+own process because it starts a second Ray cluster)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,13 @@ def test_both_towers_come_back_down(report):
     assert report["scaled_down"], report["timeline"]
     final = report["timeline"][-1]
     assert (final[IMAGE], final[TEXT]) == (1, 1)
+
+
+def test_prestop_drain_moves_replicas_off_the_node_without_failing_requests(report):
+    drain = report["drain"]
+    assert drain["output"]["accepted"], drain
+    assert drain["output"]["replicas_left"] == []  # it returned because the node emptied, not by deadline
+    assert drain["output"]["waited_s"] < 40
+    assert drain["node"] not in drain["image_nodes_after"]  # the image replica now runs elsewhere
+    assert set(drain["image_nodes_after"]) <= set(report["gpu_nodes"])
+    assert set(drain["requests"]) == {"ok"} and drain["requests"]["ok"] > 10  # no request failed meanwhile
