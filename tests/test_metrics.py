@@ -140,3 +140,19 @@ def test_only_bounded_labels(exported):
             assert not extra, f"{name} has unexpected labels {extra}"
     # no series without Serve's deployment label: every metric was created inside a replica
     assert all("deployment" in s.labels for samples in clip.values() for s in samples)
+
+
+def test_dashboard_queries_only_exported_metrics(exported):
+    """Every series the Grafana dashboard queries is one the cluster really exports."""
+    import json
+    import re
+
+    from helpers import REPO
+
+    board = json.loads((REPO / "k8s" / "grafana-dashboard.json").read_text())
+    queried = {name for panel in board["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bray_[a-z_]+", target["expr"])}
+    # the embedding cache is the zero-shot work's; until it lands nothing records lookups
+    not_yet_recorded = {"ray_clip_cache_lookups_total"}
+    assert queried - not_yet_recorded <= set(exported), sorted(queried - not_yet_recorded - set(exported))
+    assert len(queried) >= 12
