@@ -22,7 +22,8 @@ from deployments.launch import load_serve_config
 
 K8S = REPO / "k8s"
 RENDER = [sys.executable, str(REPO / "scripts" / "render_k8s.py")]
-MANIFESTS = ["rayservice.yaml", "rayjobs.yaml", "monitoring.yaml", "secrets.example.yaml"]
+MANIFESTS = ["rayservice.yaml", "rayjob-batch-embed.yaml", "rayjob-finetune.yaml", "monitoring.yaml",
+             "secrets.example.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_cluster_layout_probes_drain_and_secrets(rayservice, overlay):
 
 
 def test_jobs_and_monitoring(overlay):
-    jobs = load_manifests(K8S / "rayjobs.yaml")
+    jobs = [doc for name in ("rayjob-batch-embed.yaml", "rayjob-finetune.yaml") for doc in load_manifests(K8S / name)]
     assert {j["metadata"]["name"] for j in jobs} == {"clip-serve-batch-embed", "clip-serve-finetune"}
     for job in jobs:
         assert job["spec"]["shutdownAfterJobFinishes"] is True

@@ -44,7 +44,8 @@ def render(root: Path) -> dict[str, str]:
     board = dashboard()
     return {
         "k8s/rayservice.yaml": to_yaml([rayservice(overlay, serve_config)]),
-        "k8s/rayjobs.yaml": to_yaml(rayjobs(overlay)),
+        **{f"k8s/rayjob-{job['metadata']['labels']['app.kubernetes.io/component']}.yaml": to_yaml([job])
+           for job in rayjobs(overlay)},
         "k8s/monitoring.yaml": to_yaml([podmonitor(overlay), dashboard_configmap(overlay, board)]),
         "k8s/secrets.example.yaml": to_yaml(secret_templates(overlay)),
         "k8s/grafana-dashboard.json": json.dumps(board, indent=2) + "\n",
