@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from ..backends.checkpoint import Checkpoint
@@ -96,8 +97,6 @@ class _EncoderReplica:
 
     async def stats(self) -> dict[str, Any]:
         """Live batching settings and counters (tests, debugging)."""
-        import ray
-
         return {
             "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(), "module": __file__,
             "forwards": self._forwards, "items": self._items, **self._batching.model_dump(),

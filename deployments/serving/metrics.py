@@ -103,7 +103,7 @@ def exception_status(exc: BaseException) -> str:
     name = type(exc).__name__
     if "OutOfMemory" in name:
         return "out_of_memory"
-    if isinstance(exc, (TimeoutError,)):
+    if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, (ValueError, TypeError, IndexError, KeyError)):
         return "invalid_input"
