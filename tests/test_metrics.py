@@ -118,6 +118,7 @@ def test_pipeline_metrics_per_variant_tower_and_stage(exported):
         assert total(exported, "ray_clip_coalesced_call_items_count", deployment="Router", **t) >= 1
         deployment = f"{'ImageEncoder' if tower == 'image' else 'TextEncoder'}:openai--clip-vit-base-patch32"
         assert total(exported, "ray_clip_encoder_batch_items_count", deployment=deployment, **t) >= 1
+        assert total(exported, "ray_clip_encoded_items_total", deployment=deployment, **t) >= 2
         assert total(exported, "ray_clip_stage_duration_seconds_count", stage="forward", deployment=deployment, **t) >= 1
         assert total(exported, "ray_clip_stage_duration_seconds_count", stage="encode", deployment="Router", **t) >= 1
         assert total(exported, "ray_clip_queue_wait_seconds_count", stage="coalesce", **t) >= 1

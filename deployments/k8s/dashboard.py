@@ -52,10 +52,8 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
      [(f"sum by (deployment) (ray_serve_deployment_replica_healthy{{{APP}}})", "{{deployment}}")]),
     ("Requests being processed per deployment", "short",
      [(f"sum by (deployment) (ray_serve_replica_processing_queries{{{APP}}})", "{{deployment}}")]),
-    # the encoder observes its queue wait once per item: the count is items embedded, exactly
     ("Images and texts embedded per second", "ops",
-     [(f'sum by (variant, tower) (rate(ray_clip_queue_wait_seconds_count{{{APP},stage="batch"}}{WINDOW}))',
-       "{{variant}} {{tower}}")]),
+     [(f"sum by (variant, tower) (rate(ray_clip_encoded_items_total{{{APP}}}{WINDOW}))", "{{variant}} {{tower}}")]),
 ]
 
 

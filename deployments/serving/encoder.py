@@ -161,12 +161,13 @@ class _EncoderReplica:
 
     def _record_forward(self, queued: list[_Queued], started: float, ended: float) -> None:
         m = metrics()
-        m.batch_items.observe(_count_items(queued), tags=self._tags)
+        items = _count_items(queued)
+        m.batch_items.observe(items, tags=self._tags)
+        m.encoded_items.inc(items, tags=self._tags)
         m.stage_seconds.observe(ended - started, tags={**self._tags, "stage": "forward"})
         waits = {**self._tags, "stage": "batch"}
         for q in queued:
-            for _ in range(len(q)):  # per item, like the router's coalesce wait
-                m.queue_wait_seconds.observe(started - q.arrived, tags=waits)
+            m.queue_wait_seconds.observe(started - q.arrived, tags=waits)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_size,

@@ -47,10 +47,16 @@ class ClipMetrics:
             "clip_encoder_batch_items", description="Items per encoder forward pass (device batch size).",
             boundaries=ITEM_BUCKETS, tag_keys=TOWER_TAGS,
         )
+        self.encoded_items = Counter(
+            "clip_encoded_items_total", description="Images or texts embedded (forward passes' items).",
+            tag_keys=TOWER_TAGS,
+        )
+        # Observed once per group of items that arrived together (a request's items in a router
+        # call, a call in an encoder batch), not per item: a 2048-item request costs 64 records.
         self.queue_wait_seconds = Histogram(
             "clip_queue_wait_seconds",
-            description="Time an item waits before work starts: stage=coalesce in the router, "
-            "stage=batch in the encoder (batch forming plus the forward queue).",
+            description="Time items wait before work starts: stage=coalesce in the router (per request "
+            "and call), stage=batch in the encoder (per call: batch forming plus the forward queue).",
             boundaries=LATENCY_BUCKETS_S, tag_keys=STAGE_TAGS,
         )
         self.stage_seconds = Histogram(
