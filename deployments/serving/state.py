@@ -9,9 +9,14 @@ from fastapi import Request
 from ..config import AppConfig
 from .embedding_service import EmbeddingService
 from .label_cache import LabelCache
-from .metrics import replica_metrics
+from .metrics import metrics
 from .variants import VariantRegistry
 from .zero_shot import ZeroShotService
+
+
+def count_label_lookups(variant: str, status: str, count: int) -> None:
+    """Label cache lookups in `clip_cache_lookups_total` (the text tower's `label` cache)."""
+    metrics().cache_lookups.inc(count, tags={"variant": variant, "tower": "text", "stage": "label", "status": status})
 
 
 class RouterState:
@@ -22,7 +27,7 @@ class RouterState:
         self.label_cache = LabelCache(
             config.label_cache.max_entries,
             config.label_cache.max_bytes,
-            on_lookup=lambda variant, status, count: replica_metrics().label_cache_lookup(variant, status, count),
+            on_lookup=count_label_lookups,
         )
         self.zero_shot = ZeroShotService(self.embeddings, self.label_cache, config.limits)
 

@@ -40,6 +40,7 @@ class VariantRuntime:
                 max_items=router.max_items_per_call,
                 wait_s=router.coalesce_wait_ms / 1000,
                 max_inflight=router.max_inflight_calls,
+                metric_tags={"variant": config.id, "tower": tower},
             )
             for tower in handles
         }

@@ -1,0 +1,233 @@
+"""One command, one run, one table: model-only throughput against the served API.
+
+    python scripts/bench.py [--dtype bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--record docs/benchmarks.md]
+
+Builds (once, cached) a ViT-B/32-sized CLIP with random weights — speed does not depend
+on the weights — measures each tower alone in this process, serves it on a local Ray
+cluster, drives the HTTP API with closed-loop load and prints every served figure as a
+ratio of the best model-only figure measured in the same run (before and after the
+served runs: this machine's speed drifts, so the best is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_load import LoadResult, run_load  # noqa: E402
+from bench_model import image_throughput, text_throughput  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
+           "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
+MODEL_ID = "bench/vit-b-32"
+WORDS = {
+    "adj": ["red", "small", "old", "shiny", "wooden", "striped", "bright", "dark", "fluffy", "broken"],
+    "noun": ["cat", "bicycle", "teapot", "mountain", "guitar", "lighthouse", "sandwich", "robot", "sofa", "kite"],
+    "where": ["on a beach", "in a kitchen", "at night", "in the snow", "on a table", "in a busy street"],
+}
+
+
+def bench_checkpoint() -> Path:
+    from deployments.checkpoint_builder import build_clip_checkpoint
+    from deployments.demo import clip_serve_home
+
+    folder = clip_serve_home() / "bench-vit-b-32"
+    if not (folder / "model.safetensors").is_file():
+        build_clip_checkpoint(folder, seed=0, **VIT_B32)
+    return folder
+
+
+def captions(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [f"a photo of a {rng.choice(WORDS['adj'])} {rng.choice(WORDS['noun'])} {rng.choice(WORDS['where'])}"
+            for _ in range(n)]
+
+
+def photo_jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    chans = [127 + 100 * np.sin(x / rng.uniform(5, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(5, 40)) for _ in range(3)]
+    arr = np.clip(np.stack(chans, -1) + rng.normal(0, 10, (height, width, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def body(payload: dict) -> bytes:
+    return json.dumps({"model": MODEL_ID, **payload}).encode()
+
+
+def replica_peak_rss() -> dict[str, float]:
+    """Peak RSS (VmHWM, GB) of each Serve replica process of the bench app, by deployment."""
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if "ServeReplica:clip:" not in title:
+                continue
+            name = title.split("ServeReplica:clip:", 1)[1].split()[0].split(".")[0]
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out[name] = max(out.get(name, 0.0), int(line.split()[1]) / 2**20)
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+def wait_ready(base: str, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("service did not become ready")
+
+
+def app_args(folder: Path, dtype: str, threads: int) -> dict:
+    encoder = {"ray_actor_options": {"num_cpus": 1}}
+    return {
+        "variants": [{"id": MODEL_ID, "source": str(folder), "dtype": dtype, "device": "cpu", "cpu_threads": threads,
+                      "image_deployment": encoder, "text_deployment": encoder}],
+        "router": {"deployment": {"ray_actor_options": {"num_cpus": 1}}},
+    }
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} vCPU {model}, {mem:.0f} GiB, no GPU"
+
+
+def fmt_row(cells: list[str], widths: list[int]) -> str:
+    return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [fmt_row(rows[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return "\n".join([*lines, *(fmt_row(r, widths) for r in rows[1:])])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per encoder replica")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per served scenario")
+    ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--usd-per-hour", type=float, default=0.10, help="machine price for the cost line")
+    ap.add_argument("--record", help="append the result to this markdown file")
+    args = ap.parse_args()
+
+    folder = bench_checkpoint()
+    texts = captions(256)
+    print(f"model-only (before), {args.dtype}, {args.threads} threads ...", flush=True)
+    img_before, img_bs, img_rates = image_throughput(folder, args.dtype, args.threads)
+    txt_before = text_throughput(folder, args.dtype, args.threads, texts)
+
+    import ray
+
+    from deployments.launch import app_config, deploy
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    base = f"http://127.0.0.1:{args.port}"
+    t0 = time.perf_counter()
+    deploy([app_config(app_args(folder, args.dtype, args.threads))], "127.0.0.1", args.port, blocking=False)
+    wait_ready(base)
+    cold_start = time.perf_counter() - t0
+
+    jpegs = [base64.b64encode(photo_jpeg(s)).decode() for s in range(32)]
+    url = f"{base}/v1/embeddings"
+    one_image = [body({"input": [{"image": j}], "encoding_format": "base64"}) for j in jpegs]
+    sixteen = [body({"input": [{"image": jpegs[(k + i) % 32]} for i in range(16)], "encoding_format": "base64"})
+               for k in range(8)]
+    one_text = [body({"input": [t], "encoding_format": "base64"}) for t in texts]
+    sixty_four = [body({"input": texts[k:k + 64], "encoding_format": "base64"}) for k in range(0, 192, 64)]
+    scenarios = [
+        ("images, 1/request, c=16", one_image, 16, 1, "image"),
+        ("images, 16/request, c=4", sixteen, 4, 16, "image"),
+        ("texts, 1/request, c=16", one_text, 16, 1, "text"),
+        ("texts, 64/request, c=4", sixty_four, 4, 64, "text"),
+        ("images, 1/request, c=1", one_image, 1, 1, "image"),
+    ]
+    results: list[tuple[LoadResult, str]] = []
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = time.perf_counter()
+    for name, bodies, conc, per_req, tower in scenarios:
+        print(f"served: {name} ...", flush=True)
+        results.append((run_load(name, url, bodies, concurrency=conc, items_per_request=per_req,
+                                 seconds=args.seconds), tower))
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    client_cores = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / (time.perf_counter() - wall0)
+    rss = replica_peak_rss()
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+    print("model-only (after) ...", flush=True)
+    img_after, _, _ = image_throughput(folder, args.dtype, args.threads, batch_sizes=(img_bs,))
+    txt_after = text_throughput(folder, args.dtype, args.threads, texts)
+    best = {"image": max(img_before, img_after), "text": max(txt_before, txt_after)}
+
+    rows = [["scenario", "items/s", "% of model-only", "p50 ms", "p99 ms", "errors"]]
+    rows.append([f"model-only image tower (batch {img_bs})", f"{best['image']:.1f}", "100%", "", "", ""])
+    rows.append(["model-only text tower (batch 64)", f"{best['text']:.1f}", "100%", "", "", ""])
+    for r, tower in results:
+        rows.append([r.name, f"{r.items_per_s:.1f}", f"{100 * r.items_per_s / best[tower]:.0f}%",
+                     f"{1000 * r.pct(50):.1f}", f"{1000 * r.pct(99):.1f}", str(sum(r.errors.values()) or "")])
+    best_images = max(r.items_per_s for r, t in results if t == "image")
+    usd = args.usd_per_hour / (best_images * 3600) * 1000 if best_images else float("nan")
+    lines = [
+        table(rows),
+        "",
+        f"model-only image throughput by batch size (before): "
+        + ", ".join(f"{bs}: {v:.1f}/s" for bs, v in img_rates.items()),
+        f"model-only before/after: image {img_before:.1f}/{img_after:.1f}, text {txt_before:.1f}/{txt_after:.1f} per s",
+        "peak RSS per replica: " + ", ".join(f"{k} {v:.2f} GB" for k, v in sorted(rss.items())),
+        f"cold start (deploy -> /ready, all replicas in parallel): {cold_start:.1f} s",
+        f"load-generator CPU (same machine): {client_cores:.2f} cores on average",
+        f"cost per 1,000 images at ${args.usd_per_hour:.3f}/h and {best_images:.1f} img/s: ${usd:.4f} "
+        "(hosted CLIP APIs list about $0.047)",
+    ]
+    report = "\n".join(lines)
+    print("\n" + report)
+    if args.record:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+        header = (f"\n## {datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
+                  f"Command: `python scripts/bench.py {' '.join(sys.argv[1:])}` (dtype {args.dtype}, "
+                  f"{args.threads} threads per encoder, {args.seconds:.0f} s per scenario, load "
+                  f"{os.getloadavg()[0]:.2f} at the end)\n\n")
+        with open(args.record, "a") as f:
+            f.write(header + report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

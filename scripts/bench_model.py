@@ -1,0 +1,50 @@
+"""Model-only throughput: the backend called directly in this process, no serving at all.
+This is the ceiling the served figures are compared with."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rate(fn, items: int, min_seconds: float) -> float:
+    fn()  # warm-up (allocations, oneDNN kernel selection)
+    fn()
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and n >= 3:
+            return n * items / elapsed
+
+
+def image_throughput(folder: Path, dtype: str, threads: int, batch_sizes=(16, 32, 64), min_seconds=4.0):
+    from deployments.backends.checkpoint import Checkpoint
+    from deployments.backends.torch_backend import TorchBackend
+
+    backend = TorchBackend.load(Checkpoint.open(str(folder)), "image", device="cpu", dtype=dtype, threads=threads)
+    h, w = backend.image_spec.input_hw
+    rng = np.random.default_rng(0)
+    rates = {}
+    for bs in batch_sizes:
+        pixels = rng.integers(0, 256, size=(bs, h, w, 3), dtype=np.uint8)
+        rates[bs] = _rate(lambda: backend.embed_images(pixels), bs, min_seconds)
+    best = max(rates, key=rates.get)
+    return rates[best], best, rates
+
+
+def text_throughput(folder: Path, dtype: str, threads: int, texts: list[str], batch_size=64, min_seconds=4.0):
+    from deployments.backends.checkpoint import Checkpoint
+    from deployments.backends.torch_backend import TorchBackend
+    from deployments.preprocess.tokenizer import ClipTokenizer
+    from deployments.serving.payloads import pack_tokens
+
+    ckpt = Checkpoint.open(str(folder))
+    backend = TorchBackend.load(ckpt, "text", device="cpu", dtype=dtype, threads=threads)
+    t = backend.tokenizer_info
+    tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
+    batch = pack_tokens([e.ids for e in tok.encode((texts * batch_size)[:batch_size], truncate=True)])
+    return _rate(lambda: backend.embed_texts(batch.ids, batch.lengths), batch_size, min_seconds)
