@@ -112,7 +112,7 @@ def test_repeated_labels_cost_no_text_tower_work(client, router, text_encoder):
     assert second["usage"]["cached_prompts"] == 10 and second["usage"]["prompt_tokens"] == 0
     assert text_after["items"] == text_before["items"]  # the text tower did nothing
     assert stats_after["hits"] - stats_before["hits"] == 10 and stats_after["misses"] == stats_before["misses"]
-    assert first["data"] == second["data"]
+    assert np.abs(distribution(first["data"][0], labels) - distribution(second["data"][0], labels)).max() <= 1e-6
 
 
 def test_concurrent_identical_misses_encode_once(client, router, text_encoder):
@@ -125,7 +125,8 @@ def test_concurrent_identical_misses_encode_once(client, router, text_encoder):
     text_after, stats_after = text_encoder.stats.remote().result(), router.label_cache_stats.remote().result()
     assert text_after["items"] - text_before["items"] == 6  # each prompt embedded once for 9 requests
     assert stats_after["encoded"] - stats_before["encoded"] == 6
-    firsts = [r.json()["data"][0] for r in responses[:3]]
+    # Same image, same labels: same answer (up to the float noise of different image batches).
+    firsts = [distribution(r.json()["data"][0], labels, "cosine") for r in responses[:3]]
     for r, expected in zip(responses, itertools.cycle(firsts)):
-        assert r.json()["data"][0]["predictions"] == expected["predictions"]
+        assert np.abs(distribution(r.json()["data"][0], labels, "cosine") - expected).max() <= 1e-6
 
