@@ -130,3 +130,12 @@ def test_concurrent_identical_misses_encode_once(client, router, text_encoder):
     for r, expected in zip(responses, itertools.cycle(firsts)):
         assert np.abs(distribution(r.json()["data"][0], labels, "cosine") - expected).max() <= 1e-6
 
+
+
+def test_more_labels_than_items_per_request(client, reference):
+    """Label prompts are embedded in chunks under `max_items_per_request` (64 in the test app)."""
+    labels = fresh_labels(70)
+    out = classify(client, input=[{"image": b64(IMAGES[1])}], labels=labels)
+    expected = reference.zero_shot(IMAGES[1:2], labels)[0]
+    assert np.abs(distribution(out["data"][0], labels) - expected).max() <= 1e-5
+    assert out["usage"]["prompts"] == 70 and out["usage"]["cached_prompts"] == 0

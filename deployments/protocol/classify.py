@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .embeddings import EmbeddingUsage
+
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -48,10 +50,9 @@ class Classification(BaseModel):
     )
 
 
-class ClassifyUsage(BaseModel):
-    prompt_tokens: int = Field(description="Text tokens embedded for this request (inputs and uncached prompts).")
-    total_tokens: int
-    images: int
+class ClassifyUsage(EmbeddingUsage):
+    """prompt_tokens counts text embedded for this request: inputs and uncached prompts."""
+
     prompts: int = Field(description="Label prompts the request needed (labels x templates, deduplicated).")
     cached_prompts: int = Field(description="Of those, how many came from the router's label cache.")
 
