@@ -48,6 +48,9 @@ def drive_traffic(client, server) -> int:
         {"model": "clip-b32", "input": ["a dog", {"image": img}]},
     ):
         assert client.post("/v1/embeddings", json=body).status_code == 200
+    classify = {"model": VARIANT, "input": [{"image": img}], "labels": ["a metrics cat", "a metrics dog"]}
+    for _ in range(2):  # label prompts miss the router's label cache, then hit it
+        assert client.post("/v1/classify", json=classify).status_code == 200
     assert client.post("/v1/embeddings", json={"model": "no-such-model", "input": "x"}).status_code == 404
     assert client.post("/v1/embeddings", json={"model": VARIANT, "input": []}).status_code == 400
     assert client.get("/no/such/route/123").status_code == 404
@@ -84,10 +87,17 @@ def exported(server, client, metrics_port):
             and find(samples, "ray_clip_errors_total", stage="forward")
             and find(samples, "ray_clip_stage_duration_seconds_count", stage="forward", tower="text")
             and find(samples, "ray_clip_queue_wait_seconds_count", stage="batch", tower="text")
+            and find(samples, "ray_clip_cache_lookups_total", stage="label", status="hit")
         )
         if done or time.monotonic() > deadline:
             return samples
         time.sleep(2)
+
+
+def test_label_cache_lookups_by_status(exported):
+    lookups = {"variant": VARIANT, "tower": "text", "stage": "label", "deployment": "Router"}
+    assert total(exported, "ray_clip_cache_lookups_total", status="miss", **lookups) >= 2
+    assert total(exported, "ray_clip_cache_lookups_total", status="hit", **lookups) >= 2
 
 
 def test_router_http_metrics_by_route_template_and_status(exported):
@@ -153,7 +163,5 @@ def test_dashboard_queries_only_exported_metrics(exported):
     board = json.loads((REPO / "k8s" / "grafana-dashboard.json").read_text())
     queried = {name for panel in board["panels"] for target in panel["targets"]
                for name in re.findall(r"\bray_[a-z_]+", target["expr"])}
-    # the embedding cache is the zero-shot work's; until it lands nothing records lookups
-    not_yet_recorded = {"ray_clip_cache_lookups_total"}
-    assert queried - not_yet_recorded <= set(exported), sorted(queried - not_yet_recorded - set(exported))
+    assert queried <= set(exported), sorted(queried - set(exported))
     assert len(queried) >= 12

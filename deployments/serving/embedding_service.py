@@ -90,11 +90,7 @@ class EmbeddingService:
         assert tokenizer is not None
         out: list[np.ndarray | None] = [None] * len(items)
         plain = [(k, it) for k, it in enumerate(items) if isinstance(it, TextItem)]
-        for _, it in plain:
-            if len(it.text) > self.limits.max_text_chars:
-                raise APIError.too_large(
-                    f"text has {len(it.text)} characters, over the limit of {self.limits.max_text_chars}", param=it.param
-                )
+        self._check_chars([it for _, it in plain])
         try:
             encoded = tokenizer.encode([it.text for _, it in plain], truncate)
         except TextTooLongError as exc:
@@ -113,6 +109,20 @@ class EmbeddingService:
             time.perf_counter() - started, tags={"variant": variant.id, "tower": "text", "stage": "tokenize"}
         )
         return out  # type: ignore[return-value]
+
+    def _check_chars(self, items: list[TextItem]) -> None:
+        for it in items:
+            if len(it.text) > self.limits.max_text_chars:
+                raise APIError.too_large(
+                    f"text has {len(it.text)} characters, over the limit of {self.limits.max_text_chars}", param=it.param
+                )
+
+    def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
+        """Raise the 4xx that `embed` would raise for these texts, without embedding them."""
+        if truncate:  # nothing but the character limit can fail
+            self._check_chars(items)
+        else:
+            self._tokenize(variant, items, truncate)
 
     def _prepare(self, source: str, spec: ImageSpec) -> tuple[np.ndarray, int, int, float]:
         """Decode and resize one image; also returns its bytes, source pixels and decode seconds."""

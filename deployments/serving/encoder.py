@@ -72,6 +72,7 @@ class _EncoderReplica:
         info = self.backend.info()
         info.variant_id = self.variant.id
         self._info = info.to_dict()
+        self._fingerprint = info.fingerprint
         self._probe_input = _probe_payload(self._info)
         self._probe: asyncio.Future | None = None
         self._tags = {"variant": self.variant.id, "tower": self.tower}
@@ -135,6 +136,11 @@ class _EncoderReplica:
             if isinstance(result, Exception):
                 raise result
         return results[0] if len(results) == 1 else np.concatenate(results)
+
+    async def embed_tagged(self, payload: Payload) -> tuple[str, np.ndarray]:
+        """`embed`, plus the fingerprint of the weights that made the vectors: the router
+        learns of a weights change in-band (its label cache is keyed by it)."""
+        return self._fingerprint, await self.embed(payload)
 
     def _embed(self, payload: Payload) -> np.ndarray:
         if isinstance(payload, TokenBatch):

@@ -9,10 +9,10 @@ from .body_limit import BodySizeLimit
 from .errors import install_error_handlers
 from .request_metrics import RequestMetrics
 from .responses import JSONBytes
-from .routes import embeddings, health, models
+from .routes import classify, embeddings, health, hf_inference, models, rerank, tokenize
 from .state import RouterState
 
-ROUTE_MODULES = (embeddings, models, health)
+ROUTE_MODULES = (embeddings, models, health, classify, rerank, tokenize, hf_inference)
 
 
 def build_http_app(state: RouterState) -> FastAPI:
