@@ -10,6 +10,7 @@ from ..config import AppConfig
 from .embedding_service import EmbeddingService
 from .label_cache import LabelCache
 from .metrics import metrics
+from .url_fetch import fetcher_from_config
 from .variants import VariantRegistry
 from .zero_shot import ZeroShotService
 
@@ -23,7 +24,9 @@ class RouterState:
     def __init__(self, config: AppConfig, encoders: dict[str, dict[str, Any]]) -> None:
         self.config = config
         self.variants = VariantRegistry(config, encoders)
-        self.embeddings = EmbeddingService(config.limits, config.router)
+        self.embeddings = EmbeddingService(
+            config.limits, config.router, fetcher_from_config(config), config.image_urls.max_urls_per_request
+        )
         self.label_cache = LabelCache(
             config.label_cache.max_entries,
             config.label_cache.max_bytes,
