@@ -203,6 +203,9 @@ class _EncoderReplica:
 ENCODER_DEFAULTS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 1},
     "max_ongoing_requests": 64,
+    # Calls a router may queue for this deployment when every replica is busy; past it the
+    # router gets BackPressureError and answers 503 (routers send few, coalesced calls).
+    "max_queued_requests": 64,
     "user_config": _DEFAULT_BATCHING.model_dump(),
     "health_check_period_s": 10,
     "health_check_timeout_s": 30,

@@ -60,6 +60,11 @@ class LabelCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def inflight(self) -> int:
+        """Prompts being encoded right now (shared single-flight encodes)."""
+        return len(self._inflight)
+
     def stats(self) -> dict[str, int]:
         return {
             "entries": len(self._entries),

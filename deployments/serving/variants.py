@@ -15,6 +15,7 @@ from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
 from .coalescer import Coalescer
 from .payloads import pack_images, pack_tokens
+from .retry import input_specific, with_retries
 from .scoring import DEFAULT_LOGIT_SCALE
 
 logger = logging.getLogger("ray.serve")
@@ -24,6 +25,7 @@ class VariantRuntime:
     def __init__(self, config: VariantConfig, handles: dict[str, Any], router: RouterConfig) -> None:
         self.config = config
         self.handles = handles
+        self.retries = router.encoder_retries
         self.created = int(time.time())
         self.infos: dict[str, TowerInfo] = {}
         self.image_spec: ImageSpec | None = None
@@ -40,6 +42,8 @@ class VariantRuntime:
                 max_items=router.max_items_per_call,
                 wait_s=router.coalesce_wait_ms / 1000,
                 max_inflight=router.max_inflight_calls,
+                max_pending=router.max_pending_items,
+                isolate=input_specific,
                 metric_tags={"variant": config.id, "tower": tower},
             )
             for tower in handles
@@ -48,8 +52,10 @@ class VariantRuntime:
     def _encoder_call(self, tower: str):
         handle = self.handles[tower]
 
+        tags = {"variant": self.id, "tower": tower}
+
         async def call(payload: Any):
-            fingerprint, rows = await handle.embed_tagged.remote(payload)
+            fingerprint, rows = await with_retries(lambda: handle.embed_tagged.remote(payload), self.retries, tags)
             self.observe_fingerprint(tower, fingerprint)
             return rows
 
