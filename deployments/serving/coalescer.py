@@ -23,6 +23,7 @@ import numpy as np
 
 from ..protocol.errors import APIError
 from .metrics import metrics
+from .shared_task import start_shared
 
 PayloadT = TypeVar("PayloadT")
 # (item, its waiter, when it was queued, which submit it came from)
@@ -121,7 +122,7 @@ class Coalescer(Generic[PayloadT]):
             self._cancel_timer()
         self._inflight += 1
         self.calls += 1
-        task = asyncio.create_task(self._run(batch))
+        task = start_shared(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

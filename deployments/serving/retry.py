@@ -43,7 +43,8 @@ def input_specific(exc: BaseException) -> bool:
     return not isinstance(exc, systemic) and not replica_lost(exc)
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], retries: int, tags: dict[str, str]) -> T:
+async def with_retries(call: Callable[[], Awaitable[T]], retries: int, tags: dict[str, str],
+                       on_retry: Callable[[], None] | None = None) -> T:
     for attempt in range(retries + 1):
         try:
             return await call()
@@ -51,6 +52,8 @@ async def with_retries(call: Callable[[], Awaitable[T]], retries: int, tags: dic
             if attempt == retries or not replica_lost(exc):
                 raise
             metrics().errors.inc(tags={**tags, "stage": "encode", "status": "replica_lost_retried"})
+            if on_retry is not None:
+                on_retry()
             logger.warning("%s encoder replica of %s lost (%s); retrying on another (%d/%d)", tags.get("tower"),
                            tags.get("variant"), type(exc).__name__, attempt + 1, retries)
             await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])

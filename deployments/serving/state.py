@@ -44,7 +44,8 @@ class RouterState:
         return {
             "active_requests": self.capacity.active,
             "shed_requests": self.capacity.shed,
-            "coalescers": {f"{v.id}/{tower}": {"pending": c.pending, "inflight": c.inflight}
+            "coalescers": {f"{v.id}/{tower}": {"pending": c.pending, "inflight": c.inflight,
+                                               "retried_calls": v.retried_calls[tower]}
                            for v in self.variants for tower, c in v.coalescers.items()},
             "label_encodes_inflight": self.label_cache.inflight,
         }

@@ -17,6 +17,7 @@ from .coalescer import Coalescer
 from .payloads import pack_images, pack_tokens
 from .retry import input_specific, with_retries
 from .scoring import DEFAULT_LOGIT_SCALE
+from .shared_task import start_shared
 
 logger = logging.getLogger("ray.serve")
 
@@ -26,6 +27,7 @@ class VariantRuntime:
         self.config = config
         self.handles = handles
         self.retries = router.encoder_retries
+        self.retried_calls = {tower: 0 for tower in handles}  # encoder calls sent again after a replica loss
         self.created = int(time.time())
         self.infos: dict[str, TowerInfo] = {}
         self.image_spec: ImageSpec | None = None
@@ -54,8 +56,11 @@ class VariantRuntime:
 
         tags = {"variant": self.id, "tower": tower}
 
+        def count() -> None:
+            self.retried_calls[tower] += 1
+
         async def call(payload: Any):
-            fingerprint, rows = await with_retries(lambda: handle.embed_tagged.remote(payload), self.retries, tags)
+            fingerprint, rows = await with_retries(lambda: handle.embed_tagged.remote(payload), self.retries, tags, count)
             self.observe_fingerprint(tower, fingerprint)
             return rows
 
@@ -70,7 +75,7 @@ class VariantRuntime:
             self.fingerprint = fingerprint
         info = self.infos.get(tower)
         if info is not None and info.fingerprint != fingerprint and tower not in self._refreshes:
-            self._refreshes[tower] = asyncio.create_task(self._refresh(tower, fingerprint))
+            self._refreshes[tower] = start_shared(self._refresh(tower, fingerprint))
 
     async def _refresh(self, tower: str, fingerprint: str) -> None:
         try:
