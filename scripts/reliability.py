@@ -23,7 +23,9 @@ import base64
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +38,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get
 MODEL = "tiny"
 IMAGE, TEXT, ROUTER = "ImageEncoder:tiny", "TextEncoder:tiny", "Router"
 ROUTER_LIMIT = 24  # router.max_concurrent_requests per replica in this run
+PROXY_LIMIT = 64  # CLIP_SERVE_PROXY_MAX_INFLIGHT: a little above the routers' 2 x 24
 LOAD_CONCURRENCY = 6  # steady load during chaos
 
 
@@ -282,7 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--factor", type=float, default=3.0, help="offered load / measured capacity")
     parser.add_argument("--minutes", type=float, default=10.0, help="soak duration")
     parser.add_argument("--model-dir", help="CLIP checkpoint folder (default: the demo model)")
+    parser.add_argument("--no-proxy-admission", action="store_true",
+                        help="shed only in the routers (to compare with shedding in the proxy too)")
     args = parser.parse_args(argv)
+    if not args.no_proxy_admission:  # the proxies of the cluster started below inherit these
+        os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "deployments.serving.proxy_admission:middlewares"
+        os.environ["CLIP_SERVE_PROXY_MAX_INFLIGHT"] = str(PROXY_LIMIT)
 
     import ray
     from ray import serve
@@ -295,14 +303,18 @@ def main(argv: list[str] | None = None) -> dict:
         from deployments.demo import ensure_demo_model
 
         model_dir = str(ensure_demo_model())
-    report: dict = {"what": args.what}
+    report: dict = {"what": args.what, "proxy_admission": not args.no_proxy_admission}
     started = time.monotonic()
+    # Its own temp dir: a plain `ray.init()` elsewhere on this machine (another test
+    # session) must not find this cluster as "the current one" and attach to it.
+    temp_dir = tempfile.mkdtemp(prefix="rel-", dir="/tmp")
     # the dashboard serves the state API (which replica runs on which node)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": {"router_node": 4}, "include_dashboard": True, "dashboard_port": free_port()})
+        "num_cpus": 2, "resources": {"router_node": 4}, "include_dashboard": True, "dashboard_port": free_port(),
+        "temp_dir": temp_dir})
     try:
         for _ in range(2):
-            cluster.add_node(num_cpus=2, resources={"gpu_node": 4})
+            cluster.add_node(num_cpus=2, resources={"gpu_node": 4}, temp_dir=temp_dir)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         port = free_port()
@@ -321,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
         serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     return report
 
 

@@ -32,6 +32,26 @@ def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key, "optional": True}}}
 
 
+PROXY_CALLBACK = "deployments.serving.proxy_admission:middlewares"
+
+
+def proxy_env(overlay: Overlay) -> list[dict[str, Any]]:
+    """Shedding inside each Serve HTTP proxy (deployments/serving/proxy_admission.py)."""
+    if not overlay.proxy_max_inflight:
+        return []
+    return [{"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": PROXY_CALLBACK},
+            {"name": "CLIP_SERVE_PROXY_MAX_INFLIGHT", "value": str(overlay.proxy_max_inflight)}]
+
+
+def api_keys_mount(overlay: Overlay) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The API keys secret as a read-only folder (kubelet swaps in rotated keys; routers re-read them)."""
+    keys = overlay.api_keys
+    if keys is None:
+        return []
+    volume = {"name": "api-keys", "secret": {"secretName": keys.name, "items": [{"key": keys.key, "path": keys.key}]}}
+    return [(volume, {"name": "api-keys", "mountPath": keys.mount_path, "readOnly": True})]
+
+
 def resources(shape: PodShape) -> dict[str, Any]:
     amounts = {"cpu": shape.cpu, "memory": shape.memory}
     limits = {**amounts, **({"nvidia.com/gpu": str(shape.gpus)} if shape.gpus else {})}
@@ -89,6 +109,8 @@ def pod_template(
         volumes.append({"name": "hf-cache", "emptyDir": {}})
         mounts.append({"name": "hf-cache", "mountPath": HF_HOME})
         env += [{"name": "HF_HOME", "value": HF_HOME}, secret_env("HF_TOKEN", overlay.hf_token)]
+    if serving:
+        env += proxy_env(overlay)
     for volume, mount in extra_mounts:
         volumes.append(volume)
         mounts.append(mount)
