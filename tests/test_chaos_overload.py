@@ -5,14 +5,11 @@ session's driver). Short windows here; docs/reliability.md records the full-leng
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_json_scenario
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reliability.py"
 BUDGET_S = 360
@@ -22,15 +19,7 @@ LOAD_CONCURRENCY = 6  # scripts/reliability.py: clients in flight during chaos
 @pytest.fixture(scope="module")
 def report(model_dir) -> dict:
     command = [sys.executable, str(SCRIPT), "all", "--seconds", "8", "--minutes", "0.25", "--model-dir", str(model_dir)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=BUDGET_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the scenario and the Ray processes it started
-        out, err = proc.communicate()
-        pytest.fail(f"the reliability scenario ran over {BUDGET_S} s:\n{err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    return run_json_scenario(command, BUDGET_S)
 
 
 def test_overload_sheds_fast_in_the_envelope_and_keeps_accepted_latency_bounded(report):

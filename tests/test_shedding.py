@@ -10,7 +10,7 @@ import time
 import httpx
 
 from deployments.serving.overload import AdmissionControl, Capacity, Deadline
-from deployments.serving.proxy_admission import ProxyAdmission, middlewares
+from deployments.serving.proxy_admission import middlewares
 
 
 class SlowApp:
@@ -68,14 +68,14 @@ def test_deadline_answers_504_in_the_envelope_and_cancels_the_work():
     assert r.status_code == 200
 
 
-def test_proxy_cap_sheds_without_touching_the_app_and_spares_serve_and_probe_paths():
+def test_proxy_cap_sheds_without_touching_the_app_and_spares_serve_and_probe_paths(monkeypatch):
+    monkeypatch.setenv("CLIP_SERVE_PROXY_MAX_INFLIGHT", "2")
     slow = SlowApp(0.5)
     (middleware,) = middlewares()
-    assert middleware.cls is ProxyAdmission
-    proxy = ProxyAdmission(slow, max_inflight=2)
+    proxy = middleware.cls(slow, *middleware.args, **middleware.kwargs)  # as Serve's proxy builds it
     paths = ["/v1/embeddings"] * 6 + ["/-/healthz", "/-/routes", "/rel/ready", "/health"]
     results = asyncio.run(burst(proxy, paths))
     assert sorted(r.status_code for r, _ in results[:6]) == [200, 200] + [503] * 4
     assert all(r.status_code == 200 for r, _ in results[6:])
     assert slow.finished == 2 + 4  # shed requests never reached the app
-    assert proxy.inflight == 0
+    assert (proxy.capacity.active, proxy.capacity.shed) == (0, 4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,12 +39,15 @@ class Capacity:
 
 
 class AdmissionControl:
-    def __init__(self, app: ASGIApp, capacity: Capacity) -> None:
+    """Caps requests in progress; `exempt` requests (probes) are neither counted nor shed."""
+
+    def __init__(self, app: ASGIApp, capacity: Capacity, exempt: Callable[[Scope], bool] = is_public) -> None:
         self.app = app
         self.capacity = capacity
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope):
+        if scope["type"] != "http" or self.exempt(scope):
             await self.app(scope, receive, send)
             return
         capacity = self.capacity

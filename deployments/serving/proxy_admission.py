@@ -23,10 +23,9 @@ from __future__ import annotations
 import os
 
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from ..protocol.errors import APIError
-from .body_limit import send_error
+from .overload import AdmissionControl, Capacity
 
 LIMIT_ENV = "CLIP_SERVE_PROXY_MAX_INFLIGHT"
 DEFAULT_LIMIT = 512
@@ -34,30 +33,13 @@ PROBES = ("/health", "/ready")
 
 
 def never_shed(scope: Scope) -> bool:
+    """Serve's own endpoints and our probes, under any route prefix (the proxy sees full paths)."""
     path = scope.get("path", "")
     return path.startswith("/-/") or (scope.get("method") in ("GET", "HEAD") and path.endswith(PROBES))
 
 
-class ProxyAdmission:
-    def __init__(self, app: ASGIApp, max_inflight: int) -> None:
-        self.app = app
-        self.max_inflight = max_inflight
-        self.inflight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or never_shed(scope):
-            await self.app(scope, receive, send)
-            return
-        if self.inflight >= self.max_inflight:
-            await send_error(send, APIError.unavailable("the server is at capacity; retry shortly", retry_after_s=1))
-            return
-        self.inflight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.inflight -= 1
-
-
 def middlewares() -> list[Middleware]:
-    """The proxy callback Serve calls (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH)."""
-    return [Middleware(ProxyAdmission, max_inflight=int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)))]
+    """The proxy callback Serve calls (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH): the
+    router's admission control, counting this proxy's requests in flight to any router."""
+    capacity = Capacity(int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)))
+    return [Middleware(AdmissionControl, capacity=capacity, exempt=never_shed)]
