@@ -23,7 +23,7 @@ import numpy as np
 
 from ..protocol.errors import APIError
 from .metrics import metrics
-from .shared_task import start_shared
+from .concurrency import start_shared
 
 PayloadT = TypeVar("PayloadT")
 # (item, its waiter, when it was queued, which submit it came from)

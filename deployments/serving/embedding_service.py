@@ -21,6 +21,7 @@ from ..preprocess.tokenizer import InvalidTokensError, TextTooLongError
 from ..preprocess.url_policy import UrlRejected
 from ..protocol.errors import APIError
 from ..protocol.inputs import ImageItem, Item, TextItem, TokensItem
+from .concurrency import gather_or_cancel
 from .errors import backend_error
 from .metrics import metrics
 from .url_fetch import UrlFetcher
@@ -80,7 +81,7 @@ class EmbeddingService:
         if pixels:
             jobs.append(variant.coalescers["image"].submit(pixels))
         try:
-            results = await asyncio.gather(*jobs)
+            results = await gather_or_cancel(*jobs)
         except Exception as exc:
             raise backend_error(exc) from None
 

@@ -17,7 +17,7 @@ from .coalescer import Coalescer
 from .payloads import pack_images, pack_tokens
 from .retry import input_specific, with_retries
 from .scoring import DEFAULT_LOGIT_SCALE
-from .shared_task import start_shared
+from .concurrency import start_shared
 
 logger = logging.getLogger("ray.serve")
 
