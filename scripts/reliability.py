@@ -289,8 +289,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="shed only in the routers (to compare with shedding in the proxy too)")
     args = parser.parse_args(argv)
     if not args.no_proxy_admission:  # the proxies of the cluster started below inherit these
-        os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "deployments.serving.proxy_admission:middlewares"
-        os.environ["CLIP_SERVE_PROXY_MAX_INFLIGHT"] = str(PROXY_LIMIT)
+        from deployments.serving.proxy_admission import CALLBACK, CALLBACK_ENV, LIMIT_ENV
+
+        os.environ[CALLBACK_ENV] = CALLBACK
+        os.environ[LIMIT_ENV] = str(PROXY_LIMIT)
 
     import ray
     from ray import serve

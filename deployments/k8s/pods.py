@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..serving.proxy_admission import CALLBACK, CALLBACK_ENV, LIMIT_ENV
 from .overlay import Overlay, PodShape, SecretKey
 
 HF_HOME = "/home/ray/.cache/huggingface"
@@ -32,15 +33,11 @@ def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key, "optional": True}}}
 
 
-PROXY_CALLBACK = "deployments.serving.proxy_admission:middlewares"
-
-
 def proxy_env(overlay: Overlay) -> list[dict[str, Any]]:
     """Shedding inside each Serve HTTP proxy (deployments/serving/proxy_admission.py)."""
     if not overlay.proxy_max_inflight:
         return []
-    return [{"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": PROXY_CALLBACK},
-            {"name": "CLIP_SERVE_PROXY_MAX_INFLIGHT", "value": str(overlay.proxy_max_inflight)}]
+    return [{"name": CALLBACK_ENV, "value": CALLBACK}, {"name": LIMIT_ENV, "value": str(overlay.proxy_max_inflight)}]
 
 
 def api_keys_mount(overlay: Overlay) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -9,7 +9,8 @@ this one is the cheap outer bound (size it near routers x max_concurrent_request
 proxy).
 
 Serve loads proxy middleware from an import path in the proxy's environment, so enable it
-on every Ray node (the pods' environment on Kubernetes):
+on every Ray node (the pods' environment on Kubernetes; `python -m deployments serve`
+sets it for the local cluster it starts):
 
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.serving.proxy_admission:middlewares
     CLIP_SERVE_PROXY_MAX_INFLIGHT=512
@@ -27,6 +28,8 @@ from starlette.types import Scope
 
 from .overload import AdmissionControl, Capacity
 
+CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+CALLBACK = "deployments.serving.proxy_admission:middlewares"
 LIMIT_ENV = "CLIP_SERVE_PROXY_MAX_INFLIGHT"
 DEFAULT_LIMIT = 512
 PROBES = ("/health", "/ready")
