@@ -2,8 +2,8 @@
 """Chaos, overload and soak runs on a local multi-node Ray cluster (`ray.cluster_utils.Cluster`).
 
 The cluster: a head node with the Serve controller, the HTTP proxy and two routers (a
-`router_node` resource only the head has) and two worker nodes that hold the encoders (a
-`gpu_node` resource standing in for GPUs). Load comes from this process over HTTP on
+`router_node` resource only the head has) and two worker nodes that hold two replicas of
+each encoder (a `gpu_node` resource standing in for GPUs; Serve spreads replicas). Load comes from this process over HTTP on
 127.0.0.1. Prints one JSON report as its last line; docs/reliability.md records runs.
 
     python scripts/reliability.py overload --seconds 60          # 3x capacity for a minute
@@ -54,7 +54,7 @@ def app(model_dir: str) -> dict:
     deployments = [
         {"name": ROUTER, "num_replicas": 2, "ray_actor_options": {"num_cpus": 0.1, "resources": {"router_node": 1}}},
         {"name": IMAGE, "num_replicas": 2, **encoder},
-        {"name": TEXT, "num_replicas": 1, **encoder},
+        {"name": TEXT, "num_replicas": 2, **encoder},
     ]
     return app_config(args, deployments)
 
@@ -217,15 +217,18 @@ def running(name: str) -> int:
     return serve.status().applications["clip"].deployments[name].replica_states.get("RUNNING", 0)
 
 
-def replica_actor(deployment: str, node_id: str | None = None):
-    import ray
+def live_replicas(deployment: str) -> dict[str, str]:
+    """Actor name -> node id of every live replica of a deployment (Ray's state API)."""
     from ray.util.state import list_actors
 
-    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        name = a.name or ""
-        if name.startswith(f"SERVE_REPLICA::clip#{deployment}#") and (node_id is None or a.node_id == node_id):
-            return ray.get_actor(name, namespace="serve"), a.node_id
-    raise RuntimeError(f"no live replica of {deployment}")
+    prefix = f"SERVE_REPLICA::clip#{deployment}#"
+    return {a.name: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            if (a.name or "").startswith(prefix)}
+
+
+def replaced(deployment: str, gone: str, count: int):
+    """A check: the killed replica is gone and `count` replicas run again."""
+    return lambda: gone not in live_replicas(deployment) and running(deployment) == count
 
 
 async def chaos_event(url: str, name: str, act, wait_for, report: dict) -> None:
@@ -258,24 +261,25 @@ async def chaos_event(url: str, name: str, act, wait_for, report: dict) -> None:
 async def chaos(url: str, cluster, report: dict) -> None:
     import ray
 
-    def kill(deployment: str):
-        def act():
-            actor, node = replica_actor(deployment)
-            ray.kill(actor, no_restart=True)
-            return {"killed": deployment, "node": node}
-        return act
+    for deployment, count, name in ((IMAGE, 2, "encoder_replica_killed"), (ROUTER, 2, "router_replica_killed")):
+        victim, node = sorted(live_replicas(deployment).items())[0]
 
-    await chaos_event(url, "encoder_replica_killed", kill(IMAGE), lambda: running(IMAGE) == 2, report)
-    await chaos_event(url, "router_replica_killed", kill(ROUTER), lambda: running(ROUTER) == 2, report)
+        def act(victim=victim, node=node):
+            ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+            return {"killed": victim.split("#")[1], "node": node}
+
+        await chaos_event(url, name, act, replaced(deployment, victim, count), report)
+
+    victim, node_id = sorted(live_replicas(IMAGE).items())[0]
 
     def remove_node():
-        _, node_id = replica_actor(IMAGE)
         node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
         cluster.remove_node(node, allow_graceful=False)
-        return {"removed_node": node_id}
+        return {"removed_node": node_id, "replicas_there": sorted(
+            name.split("#")[1] for d in (IMAGE, TEXT) for name, n in live_replicas(d).items() if n == node_id)}
 
-    await chaos_event(url, "worker_node_removed", remove_node,
-                      lambda: running(IMAGE) == 2 and running(TEXT) == 1, report)
+    healed = replaced(IMAGE, victim, 2)
+    await chaos_event(url, "worker_node_removed", remove_node, lambda: healed() and running(TEXT) == 2, report)
 
 
 def main(argv: list[str] | None = None) -> dict:

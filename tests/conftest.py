@@ -87,7 +87,8 @@ def ray_session(hf_home, metrics_port):
     import ray
     from ray import serve
 
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    # address="local": always a new cluster, never one another process on this machine started
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False,
              _metrics_export_port=metrics_port)
     yield ray
     serve.shutdown()

@@ -5,6 +5,7 @@ session's driver). Short windows here; docs/reliability.md records the full-leng
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,19 +45,19 @@ def test_short_soak_serves_everything_without_memory_growth(report):
 
 def test_a_killed_encoder_replica_fails_no_request(report):
     event = report["chaos"]["encoder_replica_killed"]
-    assert event["failed_after_event"] == 0, event  # its calls were retried on the other replica
-    assert event["ok"] > 50 and event["replaced_after_s"] is not None, event
+    assert event["failed_after_event"] == 0, json.dumps(event)  # its calls were retried on the other replica
+    assert event["ok"] > 50 and event["replaced_after_s"] is not None, json.dumps(event)
 
 
 def test_a_killed_router_fails_at_most_its_requests_in_flight(report):
     event = report["chaos"]["router_replica_killed"]
-    assert event["failed_after_event"] <= LOAD_CONCURRENCY, event
-    assert event["recovery_s"] <= 10 and event["replaced_after_s"] is not None, event
-    assert event["ok"] > 50, event
+    assert event["failed_after_event"] <= LOAD_CONCURRENCY, json.dumps(event)
+    assert event["recovery_s"] <= 10 and event["replaced_after_s"] is not None, json.dumps(event)
+    assert event["ok"] > 50, json.dumps(event)
 
 
 def test_a_lost_worker_node_is_recovered(report):
     event = report["chaos"]["worker_node_removed"]
-    assert event["failed_after_event"] <= LOAD_CONCURRENCY, event  # encoder calls there were retried
-    assert event["replaced_after_s"] is not None and event["recovery_s"] <= 30, event
-    assert event["ok"] > 50, event
+    assert event["failed_after_event"] <= LOAD_CONCURRENCY, json.dumps(event)  # encoder calls there were retried
+    assert event["replaced_after_s"] is not None and event["recovery_s"] <= 30, json.dumps(event)
+    assert event["ok"] > 50, json.dumps(event)

@@ -105,10 +105,12 @@ class UrlFetcher:
             async with asyncio.timeout(self.timeout_s):
                 async with self._slots:
                     return await self._fetch(url)
+        except UrlRejected:
+            raise
         except TimeoutError:
             raise UrlRejected(f"image URL did not answer within {self.timeout_s:g} s",
                               code="image_url_unreachable") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: URLs the client library refuses
             raise UrlRejected(f"image URL could not be fetched ({type(exc).__name__})",
                               code="image_url_unreachable") from None
 
