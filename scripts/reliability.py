@@ -2,14 +2,14 @@
 """Chaos, overload and soak runs on a local multi-node Ray cluster (`ray.cluster_utils.Cluster`).
 
 The cluster: a head node with the Serve controller, the HTTP proxy and two routers (a
-`router_node` resource only the head has) and two worker nodes that hold two replicas of
-each encoder (a `gpu_node` resource standing in for GPUs; Serve spreads replicas). Load comes from this process over HTTP on
+`router_node` resource only the head has) and three worker nodes for two replicas of each
+encoder, at most one per node (a `gpu_node` resource standing in for GPUs). Load comes from this process over HTTP on
 127.0.0.1. Prints one JSON report as its last line; docs/reliability.md records runs.
 
     python scripts/reliability.py overload --seconds 60          # 3x capacity for a minute
     python scripts/reliability.py soak --minutes 30               # RSS per replica over time
     python scripts/reliability.py chaos                           # kill encoder, router, node
-    python scripts/reliability.py all --seconds 10 --minutes 0.25 # what the tests run
+    python scripts/reliability.py all --seconds 8 --minutes 0.25 --heal-wait-s 8  # the tests' run
 
 `--model-dir` serves a CLIP checkpoint folder (default: the embedded demo model, built
 offline on first use).
@@ -49,7 +49,9 @@ def app(model_dir: str) -> dict:
         "variants": [{"id": MODEL, "source": model_dir, "dtype": "float32", "cpu_threads": 1}],
         "router": {"max_concurrent_requests": ROUTER_LIMIT, "request_timeout_s": 20},
     }
-    encoder = {"ray_actor_options": {"num_cpus": 0.1, "resources": {"gpu_node": 1}},
+    # one replica of each encoder per node, as one GPU per pod would give: losing a node
+    # loses one replica of each, never both
+    encoder = {"ray_actor_options": {"num_cpus": 0.1, "resources": {"gpu_node": 1}}, "max_replicas_per_node": 1,
                "user_config": {"max_batch_size": 32, "batch_wait_timeout_s": 0.005}}
     deployments = [
         {"name": ROUTER, "num_replicas": 2, "ray_actor_options": {"num_cpus": 0.1, "resources": {"router_node": 1}}},
@@ -98,6 +100,7 @@ class Recorder:
         pct = lambda xs, q: round(float(np.percentile(xs, q)), 3) if xs else None  # noqa: E731
         return {"sent": len(rows), "ok": len(ok), "rejected": len(shed), "failed": len(failed),
                 "failed_statuses": sorted({str(s) for s in failed}), "ok_p50_s": pct(ok, 50), "ok_p99_s": pct(ok, 99),
+                "ok_max_s": round(max(ok), 3) if ok else None,
                 "rejected_p99_s": pct(shed, 99), "rejected_max_s": round(max(shed), 3) if shed else None}
 
 
@@ -227,11 +230,18 @@ def live_replicas(deployment: str) -> dict[str, str]:
 
 
 def replaced(deployment: str, gone: str, count: int):
-    """A check: the killed replica is gone and `count` replicas run again."""
-    return lambda: gone not in live_replicas(deployment) and running(deployment) == count
+    """A check: the killed replica is gone and Serve runs `count` replicas again, none starting."""
+    from ray import serve
+
+    def check() -> bool:
+        states = serve.status().applications["clip"].deployments[deployment].replica_states
+        live = live_replicas(deployment)
+        return gone not in live and len(live) == count and dict(states) == {"RUNNING": count}
+
+    return check
 
 
-async def chaos_event(url: str, name: str, act, wait_for, report: dict) -> None:
+async def chaos_event(url: str, name: str, act, wait_for, report: dict, heal_wait_s: float) -> None:
     """Steady load; `act()` breaks something; until `wait_for()` the system heals. Records
     failed requests around the event and the seconds until requests succeed again."""
     rec, stop = Recorder(), asyncio.Event()
@@ -240,7 +250,7 @@ async def chaos_event(url: str, name: str, act, wait_for, report: dict) -> None:
     event_at = time.monotonic()
     detail = await asyncio.to_thread(act)
     healed = None
-    while time.monotonic() - event_at < 90:
+    while time.monotonic() - event_at < heal_wait_s:
         if await asyncio.to_thread(wait_for):
             healed = round(time.monotonic() - event_at, 1)
             break
@@ -258,28 +268,48 @@ async def chaos_event(url: str, name: str, act, wait_for, report: dict) -> None:
     }
 
 
-async def chaos(url: str, cluster, report: dict) -> None:
+def healthy() -> bool:
+    from ray import serve
+
+    deployments = serve.status().applications["clip"].deployments
+    return all(dict(deployments[d].replica_states) == {"RUNNING": 2} for d in (ROUTER, IMAGE, TEXT))
+
+
+async def wait_healthy(timeout_s: float = 180) -> float:
+    """Before each event: every deployment back at full strength (not part of the measurement)."""
+    started = time.monotonic()
+    while not await asyncio.to_thread(healthy):
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError("the deployments did not get back to full strength")
+        await asyncio.sleep(0.5)
+    return round(time.monotonic() - started, 1)
+
+
+async def chaos(url: str, cluster, report: dict, heal_wait_s: float) -> None:
     import ray
 
     for deployment, count, name in ((IMAGE, 2, "encoder_replica_killed"), (ROUTER, 2, "router_replica_killed")):
+        await wait_healthy()
         victim, node = sorted(live_replicas(deployment).items())[0]
 
         def act(victim=victim, node=node):
             ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
             return {"killed": victim.split("#")[1], "node": node}
 
-        await chaos_event(url, name, act, replaced(deployment, victim, count), report)
+        await chaos_event(url, name, act, replaced(deployment, victim, count), report, heal_wait_s)
 
+    await wait_healthy()
     victim, node_id = sorted(live_replicas(IMAGE).items())[0]
 
     def remove_node():
+        there = sorted(name.split("#")[1] for d in (IMAGE, TEXT) for name, n in live_replicas(d).items() if n == node_id)
         node = next(n for n in cluster.worker_nodes if n.node_id == node_id)
         cluster.remove_node(node, allow_graceful=False)
-        return {"removed_node": node_id, "replicas_there": sorted(
-            name.split("#")[1] for d in (IMAGE, TEXT) for name, n in live_replicas(d).items() if n == node_id)}
+        return {"removed_node": node_id, "replicas_there": there}
 
     healed = replaced(IMAGE, victim, 2)
-    await chaos_event(url, "worker_node_removed", remove_node, lambda: healed() and running(TEXT) == 2, report)
+    await chaos_event(url, "worker_node_removed", remove_node, lambda: healed() and running(TEXT) == 2, report,
+                      heal_wait_s)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -289,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--factor", type=float, default=3.0, help="offered load / measured capacity")
     parser.add_argument("--minutes", type=float, default=10.0, help="soak duration")
     parser.add_argument("--model-dir", help="CLIP checkpoint folder (default: the demo model)")
+    parser.add_argument("--heal-wait-s", type=float, default=90.0,
+                        help="chaos: how long to keep the load on while Serve replaces what was killed")
     parser.add_argument("--no-proxy-admission", action="store_true",
                         help="shed only in the routers (to compare with shedding in the proxy too)")
     args = parser.parse_args(argv)
@@ -319,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_cpus": 2, "resources": {"router_node": 4}, "include_dashboard": True, "dashboard_port": free_port(),
         "temp_dir": temp_dir})
     try:
-        for _ in range(2):
+        for _ in range(3):  # two hold the encoders, the third takes the replacements of a lost node
             cluster.add_node(num_cpus=2, resources={"gpu_node": 4}, temp_dir=temp_dir)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
@@ -333,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.what in ("soak", "all"):
             asyncio.run(soak(url, args.minutes * 60, report))
         if args.what in ("chaos", "all"):
-            asyncio.run(chaos(url, cluster, report))
+            asyncio.run(chaos(url, cluster, report, args.heal_wait_s))
     finally:
         report["total_s"] = round(time.monotonic() - started, 1)
         serve.shutdown()
