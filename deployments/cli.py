@@ -50,10 +50,10 @@ def batches(values: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
         yield start, values[start : start + size]
 
 
-def image_paths(paths: list[str]) -> list[str]:
+def image_paths(paths: list[str], hint: str = "") -> list[str]:
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        raise UsageError(f"no such file: {', '.join(missing)}")
+        raise UsageError(f"no such file: {', '.join(missing)}{hint}")
     return paths
 
 
@@ -85,7 +85,7 @@ def cmd_embed(client: ClipClient, args: argparse.Namespace) -> None:
 
     # Inputs naming image files (by extension) are images unless --text; the rest are texts.
     is_image = [not args.text and is_image_path(v) for v in args.inputs]
-    image_paths([v for v, image in zip(args.inputs, is_image) if image])
+    image_paths([v for v, image in zip(args.inputs, is_image) if image], " (--text embeds such arguments as text)")
     model = resolve_model(client, args)
     progress = Progress("embedded", len(args.inputs), args.batch_size, args.quiet)
     parts = []

@@ -142,6 +142,8 @@ def test_unreachable_server_and_bad_usage_exit_non_zero(images):
     result = cli("rank", "--query", "x", "missing.png", images[0][0], "--url", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "no such file: missing.png" in result.stderr  # checked before any request
     assert cli("classify", images[0][0], "--labels", "a,b", "--batch-size", "0").returncode == 2
+    result = cli("embed", "a caption", "holiday.jpg")
+    assert result.returncode == 2 and "no such file: holiday.jpg (--text embeds" in result.stderr
 
 
 class AuthServer(BaseHTTPRequestHandler):
