@@ -22,7 +22,7 @@ clip-serve is up at {base}   (Ctrl-C stops it)
   curl {base}/v1/models
   curl {base}/v1/embeddings -H 'Content-Type: application/json' \\
        -d '{{"model": "{model}", "input": ["a photo of a cat", "a diagram"]}}'
-  API docs: {base}/docs
+  API docs: {base}/docs    playground: {base}/
 """
 
 

@@ -150,6 +150,11 @@ class RouterConfig(StrictModel):
     truncate_default: bool = Field(
         True, description="Truncate texts over the context length unless a request says `truncate: false`."
     )
+    playground: bool = Field(
+        True,
+        description="Serve the browser playground (static files calling the public API) at `/`; "
+        "false for locked-down deployments (then `/` is a 404).",
+    )
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 
