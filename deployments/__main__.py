@@ -88,6 +88,15 @@ def build_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def catalogue_command(args: argparse.Namespace) -> int:
+    import json
+
+    from .catalogue import CATALOGUE, markdown_table
+
+    print(json.dumps([e.to_dict() for e in CATALOGUE.values()], indent=2) if args.json else markdown_table())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build-demo", help="build the embedded demo model and print its folder")
     b.add_argument("--out")
     b.set_defaults(func=build_demo_command)
+    c = sub.add_parser("catalogue", help="list the known CLIP variants (serve one by its id alone)")
+    c.add_argument("--json", action="store_true", help="every field, as JSON")
+    c.set_defaults(func=catalogue_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -26,6 +26,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Reference, bpe_path, free_port  # noqa: E402
+from onnx_fixtures import combined_only_dir, l14_336_dir, onnx_dir, onnx_server  # noqa: E402,F401
 
 HUB_ID = "openai/clip-vit-base-patch32"
 
