@@ -64,7 +64,9 @@ def serve_command(args: argparse.Namespace) -> int:
         ray.init(address=address)
     else:
         # Logical CPUs: the demo's replicas ask for fractions; torch threads are set per replica.
-        ray.init(num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=args.dashboard)
+        # address="local": a cluster of our own, even when another one runs on this machine.
+        ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),
+                 include_dashboard=args.dashboard)
     deploy(applications, args.host, args.port)
     _wait_ready(f"http://127.0.0.1:{args.port}")
     print(_banner(args.host, args.port, first_model), flush=True)

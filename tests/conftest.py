@@ -82,7 +82,8 @@ def ray_session(hf_home):
     import ray
     from ray import serve
 
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": our own cluster, even while another test run's is up on this machine.
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     serve.shutdown()
     ray.shutdown()

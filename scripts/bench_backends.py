@@ -1,0 +1,148 @@
+"""ONNX Runtime (fp32, int8) against the torch backend (fp32, bf16): one run, one machine.
+
+    python scripts/bench_backends.py [--seconds 15] [--threads 2] [--record docs/benchmarks.md]
+
+On a ViT-B/32-sized CLIP with random weights (speed does not depend on the weights; built
+and exported once, cached), measures for each runtime:
+  model-only  the backend called in this process: images/s at batch 32, texts/s at batch 64
+  served      the HTTP API on a local Ray cluster, all four variants deployed side by side:
+              16 images per request and 64 texts per request, 4 requests in flight
+and prints them with ratios to torch fp32 and served/model-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import bench_checkpoint, body, captions, machine, photo_jpeg, table, wait_ready  # noqa: E402
+from bench_load import run_load  # noqa: E402
+from bench_model import image_throughput, text_throughput  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# name -> (backend, variant config fields, model-only load options)
+RUNTIMES = {
+    "torch fp32": ("torch", {"dtype": "float32"}, {"dtype": "float32"}),
+    "torch bf16": ("torch", {"dtype": "bfloat16"}, {"dtype": "bfloat16"}),
+    "onnx fp32": ("onnx", {"onnx_dtype": "fp32"}, {"dtype": "float32", "onnx_dtype": "fp32"}),
+    "onnx int8": ("onnx", {"onnx_dtype": "q8"}, {"dtype": "float32", "onnx_dtype": "q8"}),
+}
+
+
+def onnx_checkpoint(folder: Path) -> Path:
+    from deployments.export.onnx_export import export_onnx
+
+    out = folder.with_name(folder.name + "-onnx")
+    if not (out / "onnx" / "text_model_quantized.onnx").is_file():
+        print(f"exporting {folder} to {out} (fp32 + int8) ...", flush=True)
+        report = export_onnx(folder, out, quantize=True)
+        print("  " + ", ".join(f"{k}: cos {v:.5f}" for k, v in report.cosines.items()), flush=True)
+    return out
+
+
+def model_id(name: str) -> str:
+    return "bench/" + name.replace(" ", "-")
+
+
+def app_args(folders: dict[str, Path], threads: int) -> dict:
+    encoder = {"ray_actor_options": {"num_cpus": 1}}
+    variants = [{"id": model_id(name), "source": str(folders[backend]), "backend": backend, "device": "cpu",
+                 "cpu_threads": threads, "image_deployment": encoder, "text_deployment": encoder, **fields}
+                for name, (backend, fields, _) in RUNTIMES.items()]
+    return {"variants": variants, "router": {"deployment": {"ray_actor_options": {"num_cpus": 1}}}}
+
+
+def load_line() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per encoder")
+    ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per served scenario")
+    ap.add_argument("--model-seconds", type=float, default=4.0, help="measured seconds per model-only figure")
+    ap.add_argument("--port", type=int, default=8124)
+    ap.add_argument("--record", help="append the result to this markdown file")
+    args = ap.parse_args()
+    started, load_before = time.perf_counter(), load_line()
+
+    folders = {"torch": bench_checkpoint()}
+    folders["onnx"] = onnx_checkpoint(folders["torch"])
+    texts = captions(256)
+    model_only: dict[str, tuple[float, float]] = {}
+    for name, (backend, _, options) in RUNTIMES.items():
+        print(f"model-only: {name} ...", flush=True)
+        img, _, _ = image_throughput(folders[backend], threads=args.threads, batch_sizes=(32,),
+                                     min_seconds=args.model_seconds, backend=backend, **options)
+        txt = text_throughput(folders[backend], threads=args.threads, texts=texts,
+                              min_seconds=args.model_seconds, backend=backend, **options)
+        model_only[name] = (img, txt)
+
+    import ray
+
+    from deployments.launch import app_config, deploy
+
+    ray.init(address="local", num_cpus=2 * len(RUNTIMES) + 2, include_dashboard=False, log_to_driver=False)
+    base = f"http://127.0.0.1:{args.port}"
+    deploy([app_config(app_args(folders, args.threads))], "127.0.0.1", args.port, blocking=False)
+    wait_ready(base)
+    jpegs = [base64.b64encode(photo_jpeg(s)).decode() for s in range(32)]
+    served: dict[str, tuple[float, float]] = {}
+    errors = 0
+    for name in RUNTIMES:
+        model = model_id(name)
+        sixteen = [body({"input": [{"image": jpegs[(k + i) % 32]} for i in range(16)], "encoding_format": "base64"},
+                        model) for k in range(8)]
+        sixty_four = [body({"input": texts[k:k + 64], "encoding_format": "base64"}, model) for k in range(0, 192, 64)]
+        print(f"served: {name} ...", flush=True)
+        img = run_load(f"{name} images", f"{base}/v1/embeddings", sixteen, concurrency=4, items_per_request=16,
+                       seconds=args.seconds)
+        txt = run_load(f"{name} texts", f"{base}/v1/embeddings", sixty_four, concurrency=4, items_per_request=64,
+                       seconds=args.seconds)
+        errors += sum(img.errors.values()) + sum(txt.errors.values())
+        served[name] = (img.items_per_s, txt.items_per_s)
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+    base_img, base_txt = model_only["torch fp32"]
+    rows = [["runtime", "model-only img/s (b32)", "model-only txt/s (b64)", "vs torch fp32 (img / txt)",
+             "served img/s (16/req, c=4)", "served txt/s (64/req, c=4)", "served / model-only (img / txt)"]]
+    for name in RUNTIMES:
+        (mi, mt), (si, st) = model_only[name], served[name]
+        rows.append([name, f"{mi:.1f}", f"{mt:.1f}", f"{mi / base_img:.2f}x / {mt / base_txt:.2f}x",
+                     f"{si:.1f}", f"{st:.1f}", f"{100 * si / mi:.0f}% / {100 * st / mt:.0f}%"])
+    report = "\n".join([
+        table(rows), "",
+        f"{args.threads} intra-op threads per encoder replica (num_cpus 1 each), all four variants deployed "
+        f"side by side; served requests with errors: {errors}.",
+        f"machine load before: `{load_before}`", f"machine load after: `{load_line()}`",
+        f"total run time: {time.perf_counter() - started:.0f} s",
+    ])
+    print("\n" + report)
+    if args.record:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+        path = Path(args.record)
+        text = path.read_text() if path.is_file() else "# Benchmarks\n"
+        if "\n## Backends\n" not in text:
+            text += "\n## Backends\n\nONNX Runtime against the torch backend, `scripts/bench_backends.py`.\n"
+        text += (f"\n### {datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
+                 f"Command: `python scripts/bench_backends.py {' '.join(sys.argv[1:])}`\n\n{report}\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
