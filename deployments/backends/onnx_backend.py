@@ -20,6 +20,7 @@ from .base import TowerInfo
 from .checkpoint import METADATA_FILES, Checkpoint, CheckpointError
 from .devices import replica_threads
 from .onnx_layout import (
+    LOGIT_SCALE_METADATA,
     TOWER_INPUTS,
     TOWER_OUTPUT,
     MissingGraphError,
@@ -36,7 +37,6 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                 "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _REPORTED_DTYPE = {"fp32": "float32", "fp16": "float16"}
-LOGIT_SCALE_METADATA = "clip_serve.logit_scale"
 
 
 def _providers(device: str) -> tuple[list[str], str]:

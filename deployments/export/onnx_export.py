@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.checkpoint import METADATA_FILES, Checkpoint
-from ..backends.onnx_backend import LOGIT_SCALE_METADATA
-from ..backends.onnx_layout import COMBINED_GRAPH, TOWER_GRAPH, graph_file
+from ..backends.onnx_layout import COMBINED_GRAPH, LOGIT_SCALE_METADATA, TOWER_GRAPH, graph_file
 from .onnx_graphs import GraphSpec, combined_spec, export_graph, torch_outputs, tower_spec
 
 # Lowest cosine to the torch outputs on the example inputs, per file variant.
