@@ -65,7 +65,9 @@ def onnx_app_args(onnx_dir: Path) -> dict:
     return {
         "variants": [
             {"id": XENOVA_ID, **encoders},  # by id alone: the catalogue says backend onnx
-            {"id": "local/tiny-q8", "source": str(onnx_dir), "backend": "onnx", "onnx_dtype": "quantized", **encoders},
+            # No cpu_threads: ONNX Runtime threads follow the replica's num_cpus.
+            {"id": "local/tiny-q8", "source": str(onnx_dir), "backend": "onnx", "onnx_dtype": "quantized",
+             "image_deployment": small, "text_deployment": small},
             {"id": L14_336_ID, "dtype": "float32", **encoders},  # catalogue: torch
         ],
         "router": {"deployment": small},

@@ -106,6 +106,15 @@ def mapped_libraries(deployment: str, app: str) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
+def test_onnx_threads_follow_the_replica_allotment(onnx_client):
+    from ray import serve
+
+    q8 = VariantConfig(id="local/tiny-q8", backend="onnx")
+    info = serve.get_deployment_handle(q8.deployment_name("image"), app_name=ONNX_APP).info.remote().result()
+    # num_cpus 0.25 on a 2-core machine: one thread, not one per core.
+    assert info["extra"]["threads"] == 1 and info["extra"]["providers"] == ["CPUExecutionProvider"]
+
+
 def test_onnx_replicas_never_load_torch(onnx_client):
     xenova = VariantConfig(id=XENOVA_ID)
     for tower in ("image", "text"):
