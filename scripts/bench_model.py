@@ -9,16 +9,25 @@ from pathlib import Path
 import numpy as np
 
 
-def _rate(fn, items: int, min_seconds: float) -> float:
+class Rate(float):
+    """Items per second of wall time; `per_cpu_s`: items per CPU-second this process spent,
+    which other load on a shared machine barely moves."""
+
+    per_cpu_s: float = 0.0
+
+
+def _rate(fn, items: int, min_seconds: float) -> Rate:
     fn()  # warm-up (allocations, oneDNN kernel selection)
     fn()
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
         n += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds and n >= 3:
-            return n * items / elapsed
+            rate = Rate(n * items / elapsed)
+            rate.per_cpu_s = n * items / max(time.process_time() - cpu, 1e-9)
+            return rate
 
 
 def load_tower(folder: Path, tower: str, dtype: str, threads: int, backend: str = "torch", **options):
