@@ -21,7 +21,7 @@ class Architecture:
     context_length: int
     vision: tuple[int, int, int]  # width, layers, heads
     text: tuple[int, int, int]
-    hidden_act: str  # quick_gelu (OpenAI weights) or gelu (OpenCLIP-trained weights)
+    hidden_act: str  # as the hub config.json states: quick_gelu (OpenAI layout) or gelu
     # 2 in the original hub configs: transformers then pools the text tower at
     # argmax(input_ids) (the EOS id is the largest) instead of at the first EOS.
     eos_token_id: int = 2
@@ -99,7 +99,8 @@ _ENTRIES = [
         "OpenCLIP ViT-B/32 trained on DataComp-1B: B/32 cost, markedly better zero-shot accuracy.",
         B32_GELU, Resources(2, 1, 1.0, "optional"), aliases=("datacomp-vit-b-32",)),
     CatalogueEntry(
-        "patrickjohncyh/fashion-clip", "FashionCLIP: ViT-B/32 fine-tuned on fashion products and captions.",
+        "patrickjohncyh/fashion-clip",
+        "FashionCLIP 2.0: LAION's ViT-B/32 (laion2B) fine-tuned on 800K fashion products and captions.",
         B32, Resources(2, 1, 1.0, "optional"), aliases=("fashion-clip",)),
     CatalogueEntry(
         "Xenova/clip-vit-base-patch32",
