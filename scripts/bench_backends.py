@@ -167,7 +167,8 @@ def main() -> int:
         f"{args.threads} intra-op threads per encoder replica (num_cpus 1 each), all four variants deployed "
         f"side by side; served requests with errors: {errors}. Per CPU-s: items per CPU-second of the "
         "measuring process (model-only) or of the whole Ray cluster, router and proxy included (served); "
-        "other load on the machine barely moves these, while it does move items/s.",
+        "other load on the machine moves these less than items/s (with 2+ threads, torch's OpenMP "
+        "threads still burn CPU waiting for preempted peers).",
         "model-only before/after (img/s, txt/s): " + "; ".join(
             f"{k} {before[k][0]:.1f}/{after[k][0]:.1f}, {before[k][1]:.1f}/{after[k][1]:.1f}" for k in RUNTIMES),
         f"machine load before: `{load_before}`", f"machine load after: `{load_line()}`",
