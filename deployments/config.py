@@ -168,6 +168,11 @@ class LimitsConfig(StrictModel):
     max_image_bytes: int = Field(20 * 2**20, ge=1, description="Encoded bytes of one image.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded pixels of one image (width*height).")
     max_text_chars: int = Field(20_000, ge=1, description="Characters of one text input.")
+    max_labels: int = Field(1000, ge=2, description="Candidate labels in one classify request.")
+    max_templates: int = Field(100, ge=1, description="Prompt templates in one classify request.")
+    max_prompts: int = Field(
+        20_000, ge=2, description="Label prompts (labels x templates) one classify request may need embedded."
+    )
 
 
 class RouterConfig(StrictModel):
@@ -185,10 +190,20 @@ class RouterConfig(StrictModel):
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 
+class LabelCacheConfig(StrictModel):
+    """The router's cache of label/prompt text embeddings (one per router replica, LRU)."""
+
+    max_entries: int = Field(65_536, ge=0, description="Most cached prompt embeddings; 0 disables the cache.")
+    max_bytes: int = Field(
+        64 * 2**20, ge=0, description="Most bytes of cached vectors plus prompt text (UTF-8); 0 disables the cache."
+    )
+
+
 class AppConfig(StrictModel):
     variants: list[VariantConfig] = Field(min_length=1)
     router: RouterConfig = Field(default_factory=RouterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    label_cache: LabelCacheConfig = Field(default_factory=LabelCacheConfig)
 
     @model_validator(mode="after")
     def _check_unique_names(self) -> AppConfig:

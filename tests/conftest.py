@@ -78,12 +78,19 @@ def wide_reference(wide_model_dir) -> Reference:
 
 
 @pytest.fixture(scope="session")
-def ray_session(hf_home):
+def metrics_port() -> int:
+    """Where the session cluster's Prometheus endpoint listens: http://127.0.0.1:<port>/metrics."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_session(hf_home, metrics_port):
     import ray
     from ray import serve
 
     # address="local": our own cluster, even while another test run's is up on this machine.
-    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _metrics_export_port=metrics_port)
     yield ray
     serve.shutdown()
     ray.shutdown()

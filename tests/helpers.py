@@ -82,3 +82,14 @@ class Reference:
 
     def token_ids(self, text: str) -> list[int]:
         return self.processor.tokenizer(text).input_ids
+
+    def zero_shot(self, images: list[bytes], prompts: list[str]) -> np.ndarray:
+        """transformers' own zero-shot distribution: logits_per_image.softmax(-1)."""
+        pil = [Image.open(io.BytesIO(d)) for d in images]
+        with self.torch.no_grad():
+            enc = self.processor(text=prompts, images=pil, return_tensors="pt", padding=True)
+            return self.model(**enc).logits_per_image.softmax(-1).numpy()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())

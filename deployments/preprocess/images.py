@@ -119,8 +119,9 @@ def open_rgb(data: bytes, spec: ImageSpec, limits: ImageLimits) -> Image.Image:
             if size is not None:
                 img.draft("RGB", size)
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        rgb = _to_rgb(ImageOps.exif_transpose(img))
+        rgb.info["source_size"] = (width, height)  # as sent, before any draft downscale (metrics)
+        return rgb
     except ImageError:
         raise
     except Exception:

@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import APIError
+from .errors import count_error
 
 
 class BodyTooLarge(HTTPException):
@@ -52,6 +53,7 @@ class BodySizeLimit:
 async def _send_error(send: Send, err: APIError) -> None:
     import orjson
 
+    count_error(err)
     body = orjson.dumps(err.envelope())
     await send(
         {

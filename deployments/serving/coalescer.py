@@ -10,9 +10,12 @@ accumulating until a call returns: under load, batches grow by themselves.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Awaitable, Callable, Generic, TypeVar
 
 import numpy as np
+
+from .metrics import metrics
 
 PayloadT = TypeVar("PayloadT")
 
@@ -26,13 +29,15 @@ class Coalescer(Generic[PayloadT]):
         max_items: int,
         wait_s: float,
         max_inflight: int,
+        metric_tags: dict[str, str] | None = None,
     ) -> None:
         self._call = call
         self._pack = pack
         self.max_items = max_items
         self.wait_s = wait_s
         self.max_inflight = max_inflight
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._pending: list[tuple[np.ndarray, asyncio.Future, float]] = []  # (item, waiter, queued at)
+        self._tags = metric_tags  # {variant, tower}; None records no metrics
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # the oldest pending item has waited its `wait_s`
         self._inflight = 0
@@ -48,7 +53,8 @@ class Coalescer(Generic[PayloadT]):
         withdraws its items that have not been sent yet."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self._pending.extend(zip(items, futures))
+        now = time.perf_counter()
+        self._pending.extend((item, future, now) for item, future in zip(items, futures))
         self._schedule()
         try:
             return list(await asyncio.gather(*futures))
@@ -80,8 +86,8 @@ class Coalescer(Generic[PayloadT]):
             self._timer = None
 
     def _drop_cancelled(self) -> None:
-        if any(f.done() for _, f in self._pending):
-            self._pending = [(a, f) for a, f in self._pending if not f.done()]
+        if any(f.done() for _, f, _ in self._pending):
+            self._pending = [entry for entry in self._pending if not entry[1].done()]
 
     def _dispatch(self) -> None:
         batch, self._pending = self._pending[: self.max_items], self._pending[self.max_items :]
@@ -94,22 +100,34 @@ class Coalescer(Generic[PayloadT]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+    def _record_dispatch(self, batch: list[tuple[np.ndarray, asyncio.Future, float]], started: float) -> None:
+        m = metrics()
+        m.call_items.observe(len(batch), tags=self._tags)
+        waits = {**self._tags, "stage": "coalesce"}
+        for queued_at in {queued_at for _, _, queued_at in batch}:  # items of one submit share it
+            m.queue_wait_seconds.observe(started - queued_at, tags=waits)
+
+    async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future, float]]) -> None:
+        started = time.perf_counter()
+        if self._tags is not None:
+            self._record_dispatch(batch, started)
         try:
-            rows = await self._call(self._pack([array for array, _ in batch]))
+            rows = await self._call(self._pack([array for array, _, _ in batch]))
             if len(rows) != len(batch):
                 raise RuntimeError(f"encoder returned {len(rows)} rows for {len(batch)} items")
-            for (_, future), row in zip(batch, rows):
+            for (_, future, _), row in zip(batch, rows):
                 if not future.done():
                     future.set_result(row)
         except asyncio.CancelledError:
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.cancel()
             raise
         except Exception as exc:  # every waiter of this call must hear about it
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
         finally:
+            if self._tags is not None:  # the router->encoder round trip, failed or not
+                metrics().stage_seconds.observe(time.perf_counter() - started, tags={**self._tags, "stage": "encode"})
             self._inflight -= 1
             self._schedule()

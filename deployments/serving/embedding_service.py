@@ -8,6 +8,7 @@ error mapping and batching behave the same everywhere.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,11 +16,12 @@ import numpy as np
 
 from ..config import LimitsConfig, RouterConfig
 from ..preprocess.image_spec import ImageSpec
-from ..preprocess.images import ImageError, ImageLimits, decode_image_source, prepare_image
+from ..preprocess.images import ImageError, ImageLimits, decode_image_source, open_rgb, resize_and_crop
 from ..preprocess.tokenizer import InvalidTokensError, TextTooLongError
 from ..protocol.errors import APIError
 from ..protocol.inputs import ImageItem, Item, TextItem, TokensItem
 from .errors import backend_error
+from .metrics import metrics
 from .variants import VariantRuntime
 
 READY_WAIT_S = 10.0
@@ -56,9 +58,10 @@ class EmbeddingService:
                     code="unsupported_modality",
                 )
         await variant.wait_ready(READY_WAIT_S)
+        metrics().request_items.observe(len(items), tags={"variant": variant.id})
 
         sequences = self._tokenize(variant, [it for _, it in texts], truncate)
-        pixels = await self._decode_images(variant.image_spec, [it for _, it in images])
+        pixels = await self._decode_images(variant, [it for _, it in images])
         jobs = []
         if sequences:
             jobs.append(variant.coalescers["text"].submit(sequences))
@@ -82,15 +85,12 @@ class EmbeddingService:
     def _tokenize(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> list[np.ndarray]:
         if not items:
             return []
+        started = time.perf_counter()
         tokenizer = variant.tokenizer
         assert tokenizer is not None
         out: list[np.ndarray | None] = [None] * len(items)
         plain = [(k, it) for k, it in enumerate(items) if isinstance(it, TextItem)]
-        for _, it in plain:
-            if len(it.text) > self.limits.max_text_chars:
-                raise APIError.too_large(
-                    f"text has {len(it.text)} characters, over the limit of {self.limits.max_text_chars}", param=it.param
-                )
+        self._check_chars([it for _, it in plain])
         try:
             encoded = tokenizer.encode([it.text for _, it in plain], truncate)
         except TextTooLongError as exc:
@@ -105,14 +105,37 @@ class EmbeddingService:
                     raise APIError.invalid(str(exc), param=it.param, code="context_length_exceeded") from None
                 except InvalidTokensError as exc:
                     raise APIError.invalid(str(exc), param=it.param) from None
+        metrics().stage_seconds.observe(
+            time.perf_counter() - started, tags={"variant": variant.id, "tower": "text", "stage": "tokenize"}
+        )
         return out  # type: ignore[return-value]
 
-    def _prepare(self, source: str, spec: ImageSpec) -> np.ndarray:
-        return prepare_image(decode_image_source(source, self.image_limits), spec, self.image_limits)
+    def _check_chars(self, items: list[TextItem]) -> None:
+        for it in items:
+            if len(it.text) > self.limits.max_text_chars:
+                raise APIError.too_large(
+                    f"text has {len(it.text)} characters, over the limit of {self.limits.max_text_chars}", param=it.param
+                )
 
-    async def _decode_images(self, spec: ImageSpec | None, items: list[ImageItem]) -> list[np.ndarray]:
+    def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
+        """Raise the 4xx that `embed` would raise for these texts, without embedding them."""
+        if truncate:  # nothing but the character limit can fail
+            self._check_chars(items)
+        else:
+            self._tokenize(variant, items, truncate)
+
+    def _prepare(self, source: str, spec: ImageSpec) -> tuple[np.ndarray, int, int, float]:
+        """Decode and resize one image; also returns its bytes, source pixels and decode seconds."""
+        started = time.perf_counter()
+        data = decode_image_source(source, self.image_limits)
+        img = open_rgb(data, spec, self.image_limits)
+        width, height = img.info["source_size"]
+        return resize_and_crop(img, spec), len(data), width * height, time.perf_counter() - started
+
+    async def _decode_images(self, variant: VariantRuntime, items: list[ImageItem]) -> list[np.ndarray]:
         if not items:
             return []
+        spec = variant.image_spec
         assert spec is not None
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(
@@ -125,4 +148,10 @@ class EmbeddingService:
                                code="image_too_large" if result.status == 413 else "invalid_image")
             if isinstance(result, BaseException):
                 raise result
-        return results  # type: ignore[return-value]
+        m, by_variant = metrics(), {"variant": variant.id}
+        stage = {"variant": variant.id, "tower": "image", "stage": "decode"}
+        for _, nbytes, npixels, seconds in results:
+            m.image_bytes.observe(nbytes, tags=by_variant)
+            m.image_pixels.observe(npixels, tags=by_variant)
+            m.stage_seconds.observe(seconds, tags=stage)
+        return [r[0] for r in results]  # type: ignore[index]

@@ -12,13 +12,20 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..protocol.errors import APIError
+from .metrics import error_status, metrics
 
 logger = logging.getLogger("ray.serve")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
 
 
+def count_error(exc: APIError) -> None:
+    """Every error answer, by its code (a fixed vocabulary), counted at stage `http`."""
+    metrics().errors.inc(tags={"variant": "", "tower": "", "stage": "http", "status": error_status(exc.code)})
+
+
 def _render(exc: APIError) -> JSONResponse:
+    count_error(exc)
     return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)
 
 

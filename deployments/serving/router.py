@@ -25,3 +25,7 @@ class Router:
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self.state)
+
+    async def label_cache_stats(self) -> dict[str, Any]:
+        """This replica's label cache counters and the weights each variant runs (tests, debugging)."""
+        return {**self.state.label_cache.stats(), "fingerprints": {v.id: v.fingerprint for v in self.state.variants}}

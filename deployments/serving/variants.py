@@ -15,6 +15,7 @@ from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
 from .coalescer import Coalescer
 from .payloads import pack_images, pack_tokens
+from .scoring import DEFAULT_LOGIT_SCALE
 
 logger = logging.getLogger("ray.serve")
 
@@ -29,6 +30,9 @@ class VariantRuntime:
         self.tokenizer: ClipTokenizer | None = None
         self.load_error: str | None = None
         self._ready: asyncio.Event | None = None
+        # The weights the encoders last said they run (every encoder call reports it).
+        self.fingerprint: str | None = None
+        self._refreshes: dict[str, asyncio.Task] = {}
         self.coalescers = {
             tower: Coalescer(
                 self._encoder_call(tower),
@@ -36,6 +40,7 @@ class VariantRuntime:
                 max_items=router.max_items_per_call,
                 wait_s=router.coalesce_wait_ms / 1000,
                 max_inflight=router.max_inflight_calls,
+                metric_tags={"variant": config.id, "tower": tower},
             )
             for tower in handles
         }
@@ -44,9 +49,46 @@ class VariantRuntime:
         handle = self.handles[tower]
 
         async def call(payload: Any):
-            return await handle.embed.remote(payload)
+            fingerprint, rows = await handle.embed_tagged.remote(payload)
+            self.observe_fingerprint(tower, fingerprint)
+            return rows
 
         return call
+
+    def observe_fingerprint(self, tower: str, fingerprint: str) -> None:
+        """An encoder reported its weights. New weights (a redeploy, a restarted replica
+        that loaded changed files): from now on results are keyed by the new fingerprint,
+        and the tower's info (temperature, tokenizer, preprocessing) is fetched again."""
+        if fingerprint != self.fingerprint:
+            logger.info("variant %s: %s encoder runs weights %s (was %s)", self.id, tower, fingerprint, self.fingerprint)
+            self.fingerprint = fingerprint
+        info = self.infos.get(tower)
+        if info is not None and info.fingerprint != fingerprint and tower not in self._refreshes:
+            self._refreshes[tower] = asyncio.create_task(self._refresh(tower, fingerprint))
+
+    async def _refresh(self, tower: str, fingerprint: str) -> None:
+        try:
+            info = TowerInfo.from_dict(await self.handles[tower].info.remote())
+            if info.fingerprint == fingerprint:  # not an old replica still draining
+                self._install(info)
+        except Exception as exc:
+            logger.warning("variant %s: could not refresh %s encoder info: %r", self.id, tower, exc)
+        finally:
+            self._refreshes.pop(tower, None)
+
+    async def settled(self) -> None:
+        """Wait for info refreshes after a weights change (returns at once when none)."""
+        if self._refreshes:
+            await asyncio.gather(*list(self._refreshes.values()), return_exceptions=True)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp() of the learned temperature; the text tower's, else the image tower's."""
+        for tower in ("text", "image"):
+            info = self.infos.get(tower)
+            if info is not None and info.logit_scale is not None:
+                return float(info.logit_scale)
+        return DEFAULT_LOGIT_SCALE
 
     @property
     def id(self) -> str:
@@ -94,6 +136,8 @@ class VariantRuntime:
             self.tokenizer = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
             info.tokenizer = None  # the JSON is large; the live tokenizer is what we keep
         self.infos[info.tower] = info
+        if self.fingerprint is None:
+            self.fingerprint = info.fingerprint
 
     async def wait_ready(self, timeout_s: float) -> None:
         if self.ready:
@@ -122,6 +166,7 @@ class VariantRuntime:
             "context_length": self.tokenizer.context_length if self.tokenizer else None,
             "dtype": info.dtype if info else None,
             "device": info.device if info else None,
+            "logit_scale": self.logit_scale if info else None,
         }
 
 
