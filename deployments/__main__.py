@@ -22,7 +22,7 @@ clip-serve is up at {base}   (Ctrl-C stops it)
   curl {base}/v1/models
   curl {base}/v1/embeddings -H 'Content-Type: application/json' \\
        -d '{{"model": "{model}", "input": ["a photo of a cat", "a diagram"]}}'
-  API docs: {base}/docs
+  API docs: {base}/docs    playground: {base}/
 """
 
 
@@ -68,7 +68,9 @@ def serve_command(args: argparse.Namespace) -> int:
         # The local cluster's HTTP proxy sheds overload itself (README: Overload and deadlines).
         os.environ.setdefault(CALLBACK_ENV, CALLBACK)
         # Logical CPUs: the demo's replicas ask for fractions; torch threads are set per replica.
-        ray.init(num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=args.dashboard)
+        # address="local": a cluster of our own, even when another one runs on this machine.
+        ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),
+                 include_dashboard=args.dashboard)
     deploy(applications, args.host, args.port)
     _wait_ready(f"http://127.0.0.1:{args.port}")
     print(_banner(args.host, args.port, first_model), flush=True)
@@ -92,6 +94,15 @@ def build_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def catalogue_command(args: argparse.Namespace) -> int:
+    import json
+
+    from .catalogue import CATALOGUE, markdown_table
+
+    print(json.dumps([e.to_dict() for e in CATALOGUE.values()], indent=2) if args.json else markdown_table())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build-demo", help="build the embedded demo model and print its folder")
     b.add_argument("--out")
     b.set_defaults(func=build_demo_command)
+    c = sub.add_parser("catalogue", help="list the known CLIP variants (serve one by its id alone)")
+    c.add_argument("--json", action="store_true", help="every field, as JSON")
+    c.set_defaults(func=catalogue_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .backends.registry import BACKENDS
+from .backends.onnx_layout import ONNX_DTYPES, canonical_onnx_dtype
+from .backends.registry import BACKEND_OPTIONS, BACKENDS
+from .catalogue import apply_catalogue
 
 Tower = Literal["image", "text"]
 TOWERS: tuple[Tower, ...] = ("image", "text")
@@ -81,6 +83,41 @@ class VariantConfig(StrictModel):
     cpu_threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads; default: the replica's CPUs.")
     image_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
     text_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
+    onnx_dtype: Literal[ONNX_DTYPES] = Field(  # type: ignore[valid-type]
+        "fp32", description="backend onnx: which graph file, by Transformers.js dtype (fp32: onnx/vision_model.onnx, "
+        "q8 or quantized: *_quantized.onnx, fp16, int8, uint8, q4, q4f16, bnb4: *_<dtype>.onnx)."
+    )
+    allow_pickle_weights: bool = Field(
+        False, description="backend torch: load pytorch_model.bin when a checkpoint has no safetensors (pickle can run code)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="backend torch: run the model code a checkpoint ships (config.json auto_map)."
+    )
+    logit_scale: float | None = Field(
+        None, gt=0, description="exp(temperature) for zero-shot scores when the checkpoint's files lack it."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_defaults(cls, data: Any) -> Any:
+        return apply_catalogue(data)
+
+    @model_validator(mode="after")
+    def _check_backend_options(self) -> VariantConfig:
+        defaults = type(self).model_fields
+        for backend, names in BACKEND_OPTIONS.items():
+            for name in names:
+                changed = name in self.model_fields_set and getattr(self, name) != defaults[name].default
+                if backend != self.backend and changed:
+                    raise ValueError(f"{name} applies to backend {backend!r}, not {self.backend!r}")
+        if self.backend == "onnx" and self.dtype not in ("auto", "float32"):
+            raise ValueError("backend 'onnx' runs the precision of its graph file: choose it with onnx_dtype, not dtype")
+        self.onnx_dtype = canonical_onnx_dtype(self.onnx_dtype)
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """Keyword arguments for this backend's `load` and `serving_files`."""
+        return {name: getattr(self, name) for name in BACKEND_OPTIONS[self.backend]}
 
     @field_validator("id")
     @classmethod
@@ -185,6 +222,11 @@ class RouterConfig(StrictModel):
     )
     encoder_retries: int = Field(
         2, ge=0, le=5, description="Retries of an encoder call whose replica died (on another replica)."
+    )
+    playground: bool = Field(
+        True,
+        description="Serve the browser playground (static files calling the public API) at `/`; "
+        "false for locked-down deployments (then `/` is a 404).",
     )
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 

@@ -101,7 +101,10 @@ def test_serve_config_yaml_builds_and_names_real_deployments():
         assert override["name"] in names, f"serve_config.yaml tunes unknown deployment {override['name']}"
     ids = {v["id"] for v in app["args"]["variants"]}
     assert {"openai/clip-vit-base-patch32", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
-            "patrickjohncyh/fashion-clip"} <= ids
+            "patrickjohncyh/fashion-clip", "Xenova/clip-vit-base-patch32"} <= ids
+    xenova = parse_app_config(app["args"]).variants[[v["id"] for v in app["args"]["variants"]].index(
+        "Xenova/clip-vit-base-patch32")]
+    assert xenova.backend == "onnx"
 
 
 def test_building_the_app_imports_no_model_runtime():

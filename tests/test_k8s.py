@@ -122,12 +122,14 @@ def test_serve_config_v2_is_serve_config_plus_overlay(rayservice, overlay):
     assert set(deployments) == {"Router"} | {v.deployment_name(t) for v in variants for t in v.towers}
     router = deployments.pop("Router")["ray_actor_options"]
     assert router["resources"] == {"router_node": 1} and "num_gpus" not in router
-    assert all(d["ray_actor_options"]["num_gpus"] > 0 for d in deployments.values())
+    # torch encoders on GPUs; ONNX Runtime encoders are the CPU option and ask for no GPU
+    on_cpu = {v.deployment_name(t) for v in variants if v.backend == "onnx" for t in v.towers}
+    assert all((d["ray_actor_options"]["num_gpus"] > 0) == (n not in on_cpu) for n, d in deployments.items())
     # every encoder at its minimum fits on the GPU group's minimum, routers on the CPU group's
     gpus_at_min = sum(d["ray_actor_options"]["num_gpus"] * d["autoscaling_config"]["min_replicas"]
                       for d in deployments.values())
     assert gpus_at_min <= overlay.groups.encoders.gpus * overlay.groups.encoders.min_replicas
-    assert all(d["user_config"]["max_batch_size"] >= 64 for d in deployments.values())  # GPU batching
+    assert all(d["user_config"]["max_batch_size"] >= 64 for n, d in deployments.items() if n not in on_cpu)
 
 
 def test_cluster_layout_probes_drain_and_secrets(rayservice, overlay):

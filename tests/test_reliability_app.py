@@ -124,6 +124,27 @@ def test_api_routes_need_the_key_probes_and_docs_do_not(rel, reference, images):
     assert_text_ok(rel, reference)
 
 
+def test_playground_loads_without_a_key_and_the_clients_send_theirs(rel, server, reference):
+    """The browser playground's files are public; its API calls, the command-line client's
+    and the openai SDK's carry the key as a Bearer token, which is what the router checks."""
+    import openai
+
+    from deployments.client import ClientError, ClipClient
+
+    page = rel.get("/rel/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert rel.get("/rel/playground/app.js").status_code == 200
+    assert [m["id"] for m in ClipClient(f"{server}/rel", KEY).request("GET", "/v1/models")["data"]] == [HUB_ID]
+    with pytest.raises(ClientError) as exc:
+        ClipClient(f"{server}/rel", "sk-wrong-0123456789abcdef").request("GET", "/v1/models")
+    assert exc.value.status == 401
+    sdk = openai.OpenAI(base_url=f"{server}/rel/v1", api_key=KEY)
+    vector = sdk.embeddings.create(model=HUB_ID, input=["a reliable cat"]).data[0].embedding
+    assert cosine(vector, reference.texts(["a reliable cat"])[0]) >= 0.9999
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/rel/v1", api_key="sk-wrong-0123456789abcdef").models.list()
+
+
 # --- image URLs ----------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..config import AuthConfig
 from ..protocol.errors import APIError
 from .body_limit import send_error
+from .routes.playground import ASSET_PREFIX
 
 logger = logging.getLogger("ray.serve")
 
@@ -29,7 +30,7 @@ logger = logging.getLogger("ray.serve")
 # (the page holds no data; its API calls carry the user's key).
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
                           "/", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/playground/",)
+PUBLIC_PREFIXES = (ASSET_PREFIX,)
 PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 MIN_KEY_CHARS = 16
 FILE_RECHECK_S = 5.0

@@ -64,13 +64,19 @@ class _EncoderReplica:
 
     def __init__(self, variant: dict[str, Any]) -> None:
         self.variant = VariantConfig.model_validate(variant)
-        checkpoint = Checkpoint.open(self.variant.resolved_source, self.variant.revision)
         backend_cls = get_backend(self.variant.backend)
+        options = self.variant.backend_options()
+        # Fetch only what this backend needs for this tower (hub checkpoints carry much more).
+        files = backend_cls.serving_files(self.tower, **options)
+        checkpoint = Checkpoint.open(self.variant.resolved_source, self.variant.revision, allow_patterns=files)
         self.backend = backend_cls.load(
-            checkpoint, self.tower, device=self.variant.device, dtype=self.variant.dtype, threads=self.variant.cpu_threads
+            checkpoint, self.tower, device=self.variant.device, dtype=self.variant.dtype,
+            threads=self.variant.cpu_threads, **options,
         )
         info = self.backend.info()
         info.variant_id = self.variant.id
+        if info.logit_scale is None:
+            info.logit_scale = self.variant.logit_scale
         self._info = info.to_dict()
         self._fingerprint = info.fingerprint
         self._probe_input = _probe_payload(self._info)

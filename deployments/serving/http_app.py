@@ -11,7 +11,7 @@ from .errors import install_error_handlers
 from .overload import AdmissionControl, Deadline
 from .request_metrics import RequestMetrics
 from .responses import JSONBytes
-from .routes import classify, embeddings, health, hf_inference, models, rerank, tokenize
+from .routes import classify, embeddings, health, hf_inference, models, playground, rerank, tokenize
 from .state import RouterState
 
 ROUTE_MODULES = (embeddings, models, health, classify, rerank, tokenize, hf_inference)
@@ -36,4 +36,6 @@ def build_http_app(state: RouterState) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: also sees the other middlewares' answers
     for module in ROUTE_MODULES:
         app.include_router(module.router)
+    if state.config.router.playground:
+        app.include_router(playground.router)
     return app
