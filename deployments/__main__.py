@@ -63,6 +63,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if address:
         ray.init(address=address)
     else:
+        from .serving.proxy_admission import CALLBACK, CALLBACK_ENV
+
+        # The local cluster's HTTP proxy sheds overload itself (README: Overload and deadlines).
+        os.environ.setdefault(CALLBACK_ENV, CALLBACK)
         # Logical CPUs: the demo's replicas ask for fractions; torch threads are set per replica.
         # address="local": a cluster of our own, even when another one runs on this machine.
         ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),

@@ -168,11 +168,29 @@ class LimitsConfig(StrictModel):
     max_image_bytes: int = Field(20 * 2**20, ge=1, description="Encoded bytes of one image.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded pixels of one image (width*height).")
     max_text_chars: int = Field(20_000, ge=1, description="Characters of one text input.")
+    max_image_aspect_ratio: float = Field(
+        50.0, ge=1.0, description="Longer over shorter side of one image; refused before decoding (resize bombs)."
+    )
+    image_formats: list[str] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"],
+        min_length=1,
+        description="Accepted image formats (Pillow names): JPEG, PNG, WEBP, GIF, BMP, TIFF.",
+    )
     max_labels: int = Field(1000, ge=2, description="Candidate labels in one classify request.")
     max_templates: int = Field(100, ge=1, description="Prompt templates in one classify request.")
     max_prompts: int = Field(
         20_000, ge=2, description="Label prompts (labels x templates) one classify request may need embedded."
     )
+
+    @field_validator("image_formats")
+    @classmethod
+    def _check_formats(cls, value: list[str]) -> list[str]:
+        known = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+        upper = [f.upper() for f in value]
+        unknown = sorted(set(upper) - known)
+        if unknown:
+            raise ValueError(f"unknown image formats {unknown}; known: {sorted(known)}")
+        return upper
 
 
 class RouterConfig(StrictModel):
@@ -187,12 +205,84 @@ class RouterConfig(StrictModel):
     truncate_default: bool = Field(
         True, description="Truncate texts over the context length unless a request says `truncate: false`."
     )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Deadline of one request inside the router (504 in the error envelope); keep it below "
+        "Serve's http_options.request_timeout_s, whose own timeout answers outside the envelope.",
+    )
+    max_concurrent_requests: int = Field(
+        192, ge=1, le=100_000,
+        description="API requests one router replica works on at once; more are refused at once with 503 "
+        "(keep it below the Router's max_ongoing_requests, 256 by default).",
+    )
+    max_pending_items: int = Field(
+        4096, ge=1, le=1_000_000,
+        description="Items waiting in the router for an encoder call, per (variant, tower); a request that "
+        "would queue more is refused with 503. A request always fits into an empty queue.",
+    )
+    encoder_retries: int = Field(
+        2, ge=0, le=5, description="Retries of an encoder call whose replica died (on another replica)."
+    )
     playground: bool = Field(
         True,
         description="Serve the browser playground (static files calling the public API) at `/`; "
         "false for locked-down deployments (then `/` is a 404).",
     )
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+
+class ImageUrlsConfig(StrictModel):
+    """Fetching `http(s)://` image URLs. Off by default; when on, only public addresses of
+    allowed hosts are fetched (see README, Security)."""
+
+    enabled: bool = Field(False, description="Fetch image URLs; off: URLs are refused with 400.")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts that may be fetched: `example.com` (exactly), `*.example.com` (subdomains) or an IP "
+        "address. Empty: any host with a public address.",
+    )
+    deny_hosts: list[str] = Field(default_factory=list, description="Hosts never fetched (same forms); wins over allow.")
+    allow_private_networks: bool = Field(
+        False,
+        description="Also fetch from loopback, private, link-local and CGNAT addresses (never metadata, multicast "
+        "or unspecified ones). For tests and closed networks only.",
+    )
+    max_redirects: int = Field(3, ge=0, le=10, description="Redirects followed (each one checked again).")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="One deadline for DNS, connects, redirects and the body.")
+    max_bytes: int = Field(
+        20 * 2**20, ge=1, description="Most bytes of one fetched image after decompression (also capped by "
+        "limits.max_image_bytes)."
+    )
+    max_urls_per_request: int = Field(16, ge=1, le=1024, description="Image URLs in one request.")
+    max_concurrent_fetches: int = Field(32, ge=1, le=1024, description="Fetches in flight per router replica.")
+
+    @field_validator("allow_hosts", "deny_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from .preprocess.url_policy import normalise_host_pattern
+
+        try:
+            return [normalise_host_pattern(p) for p in value]
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class AuthConfig(StrictModel):
+    """API keys (`Authorization: Bearer <key>`), checked before a request body is read."""
+
+    enabled: bool = Field(False, description="Require an API key on every API route.")
+    api_keys_env: str | None = Field(
+        "CLIP_SERVE_API_KEYS", description="Environment variable of the router holding keys, comma-separated."
+    )
+    api_keys_file: str | None = Field(
+        None, description="File with one key per line (# comments); re-read when it changes (key rotation)."
+    )
+
+    @model_validator(mode="after")
+    def _need_a_source(self) -> AuthConfig:
+        if self.enabled and not (self.api_keys_env or self.api_keys_file):
+            raise ValueError("auth is enabled: set api_keys_env or api_keys_file")
+        return self
 
 
 class LabelCacheConfig(StrictModel):
@@ -209,6 +299,8 @@ class AppConfig(StrictModel):
     router: RouterConfig = Field(default_factory=RouterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     label_cache: LabelCacheConfig = Field(default_factory=LabelCacheConfig)
+    image_urls: ImageUrlsConfig = Field(default_factory=ImageUrlsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @model_validator(mode="after")
     def _check_unique_names(self) -> AppConfig:

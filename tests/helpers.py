@@ -93,3 +93,24 @@ class Reference:
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.detach().exp())
+
+
+def run_json_scenario(command: list[str], budget_s: float) -> dict:
+    """Run a scenario script in its own process group (it starts its own Ray cluster) and
+    return the JSON report on its last stdout line; past the budget, kill it all and fail."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    import pytest
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the scenario and the Ray processes it started
+        out, err = proc.communicate()
+        pytest.fail(f"{command[1]} ran over {budget_s} s:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])

@@ -6,14 +6,11 @@ own process because it starts a second Ray cluster)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_json_scenario
 
 SCENARIO = Path(__file__).with_name("multinode_autoscale.py")
 IMAGE, TEXT, ROUTER = "ImageEncoder:tiny", "TextEncoder:tiny", "Router"
@@ -22,16 +19,7 @@ BUDGET_S = 150
 
 @pytest.fixture(scope="module")
 def report(model_dir) -> dict:
-    proc = subprocess.Popen([sys.executable, str(SCENARIO), str(model_dir)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=BUDGET_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the scenario and the Ray processes it started
-        out, err = proc.communicate()
-        pytest.fail(f"the autoscaling scenario ran over {BUDGET_S} s:\n{err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    return run_json_scenario([sys.executable, str(SCENARIO), str(model_dir)], BUDGET_S)
 
 
 def test_image_load_scales_only_the_image_tower(report):

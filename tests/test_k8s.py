@@ -78,7 +78,7 @@ def test_every_manifest_validates_against_its_schema():
         for doc in load_manifests(K8S / name):
             kinds.append(doc["kind"])
             assert errors(doc) == [], f"{name} {doc['kind']} {doc['metadata']['name']}"
-    assert sorted(kinds) == ["ConfigMap", "PodMonitor", "RayJob", "RayJob", "RayService", "Secret", "Secret"]
+    assert sorted(kinds) == ["ConfigMap", "PodMonitor", "RayJob", "RayJob", "RayService", "Secret", "Secret", "Secret"]
 
 
 @pytest.mark.parametrize(
@@ -112,8 +112,11 @@ def test_the_validator_rejects_broken_monitoring_and_core_objects():
 
 def test_serve_config_v2_is_serve_config_plus_overlay(rayservice, overlay):
     embedded = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
-    assert embedded == kubernetes_serve_config(load_serve_config(REPO / "serve_config.yaml"), overlay.deployment_overrides)
+    assert embedded == kubernetes_serve_config(load_serve_config(REPO / "serve_config.yaml"), overlay.deployment_overrides,
+                                               overlay.args_overrides)
     (app,) = embedded["applications"]
+    auth = parse_app_config(app["args"]).auth  # on for Kubernetes, reading the mounted secret
+    assert auth.enabled and auth.api_keys_file == overlay.api_keys.file
     variants = parse_app_config(app["args"]).variants
     deployments = {d["name"]: d for d in app["deployments"]}
     assert set(deployments) == {"Router"} | {v.deployment_name(t) for v in variants for t in v.towers}
@@ -151,6 +154,17 @@ def test_cluster_layout_probes_drain_and_secrets(rayservice, overlay):
     redis = cluster["gcsFaultToleranceOptions"]
     assert redis["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "redis-password", "key": "password"}
     assert "value" not in redis["redisPassword"]  # never a literal password in the manifest
+    # API keys: a secret mounted read-only into router pods only; no key text anywhere
+    mounts = {m["name"]: m for m in containers(routers["template"])["volumeMounts"]}
+    assert mounts["api-keys"] == {"name": "api-keys", "mountPath": overlay.api_keys.mount_path, "readOnly": True}
+    volumes = {v["name"]: v for v in routers["template"]["spec"]["volumes"]}
+    assert volumes["api-keys"]["secret"]["secretName"] == overlay.api_keys.name
+    assert "api-keys" not in {m["name"] for m in containers(encoders["template"])["volumeMounts"]}
+    # every serving pod's proxy sheds in the envelope beyond its cap
+    for template in (cluster["headGroupSpec"]["template"], routers["template"], encoders["template"]):
+        env = {e["name"]: e.get("value") for e in containers(template)["env"]}
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:middlewares"
+        assert int(env["CLIP_SERVE_PROXY_MAX_INFLIGHT"]) == overlay.proxy_max_inflight
 
 
 def test_jobs_and_monitoring(overlay):

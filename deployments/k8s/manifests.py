@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .overlay import Overlay, WorkerGroup
-from .pods import labels, pod_template
+from .pods import api_keys_mount, labels, pod_template
 from .serve_config import serve_config_text
 
 RAY_API = "ray.io/v1"
@@ -53,7 +53,8 @@ def rayservice(overlay: Overlay, serve_config: dict[str, Any]) -> dict[str, Any]
         "autoscalerOptions": _autoscaler(overlay),
         "headGroupSpec": _head_group(overlay, serving=True, hub_access=False),
         "workerGroupSpecs": [
-            _worker_group(overlay, overlay.groups.routers, "routers", serving=True, hub_access=False),
+            _worker_group(overlay, overlay.groups.routers, "routers", serving=True, hub_access=False,
+                          extra_mounts=api_keys_mount(overlay)),
             _worker_group(overlay, overlay.groups.encoders, "encoders", serving=True, hub_access=True),
         ],
     }
@@ -138,6 +139,8 @@ def dashboard_configmap(overlay: Overlay, dashboard: dict[str, Any]) -> dict[str
 def secret_templates(overlay: Overlay) -> list[dict[str, Any]]:
     """Secrets the manifests reference, with placeholder values (or create them with kubectl)."""
     pairs = [(overlay.hf_token, "hf_...your Hugging Face token...")]
+    if overlay.api_keys is not None:
+        pairs.append((overlay.api_keys, "...one API key per line, at least 16 characters each...\n"))
     if overlay.gcs_fault_tolerance.enabled:
         pairs.append((overlay.gcs_fault_tolerance.redis_password, "...the Redis password..."))
     return [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",

@@ -59,6 +59,14 @@ class Drain(Strict):
     deadline_s: int = Field(60, ge=5, description="How long preStop waits for Serve replicas to leave the node.")
 
 
+class ApiKeys(SecretKey):
+    mount_path: str = Field("/etc/clip-serve/api-keys", description="Where router pods see the secret (a folder).")
+
+    @property
+    def file(self) -> str:
+        return f"{self.mount_path}/{self.key}"
+
+
 class Job(Strict):
     entrypoint: str = Field(description="Command the job's driver runs (inside the image).")
     workers: WorkerGroup
@@ -82,6 +90,14 @@ class Overlay(Strict):
         description="fnmatch pattern of a Serve deployment name -> options merged over serve_config.yaml's."
     )
     hf_token: SecretKey
+    args_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Deep-merged over serve_config.yaml's app args (e.g. auth on Kubernetes)."
+    )
+    api_keys: ApiKeys | None = Field(None, description="Secret with the API keys, mounted into router pods.")
+    proxy_max_inflight: int | None = Field(
+        None, ge=1, description="Requests each Serve HTTP proxy forwards at once; beyond it a 503 envelope "
+        "without a router hop (deployments/serving/proxy_admission.py). None: off."
+    )
     gcs_fault_tolerance: FaultTolerance
     autoscaler: Autoscaler = Field(default_factory=Autoscaler)
     drain: Drain = Field(default_factory=Drain)

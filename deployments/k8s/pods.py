@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..serving.proxy_admission import CALLBACK, CALLBACK_ENV, LIMIT_ENV
 from .overlay import Overlay, PodShape, SecretKey
 
 HF_HOME = "/home/ray/.cache/huggingface"
@@ -30,6 +31,22 @@ def http_probe(path: str, port: str, *, period_s: int, failures: int, delay_s: i
 def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
     # optional: public checkpoints need no token, and a missing secret must not block the pod
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key, "optional": True}}}
+
+
+def proxy_env(overlay: Overlay) -> list[dict[str, Any]]:
+    """Shedding inside each Serve HTTP proxy (deployments/serving/proxy_admission.py)."""
+    if not overlay.proxy_max_inflight:
+        return []
+    return [{"name": CALLBACK_ENV, "value": CALLBACK}, {"name": LIMIT_ENV, "value": str(overlay.proxy_max_inflight)}]
+
+
+def api_keys_mount(overlay: Overlay) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The API keys secret as a read-only folder (kubelet swaps in rotated keys; routers re-read them)."""
+    keys = overlay.api_keys
+    if keys is None:
+        return []
+    volume = {"name": "api-keys", "secret": {"secretName": keys.name, "items": [{"key": keys.key, "path": keys.key}]}}
+    return [(volume, {"name": "api-keys", "mountPath": keys.mount_path, "readOnly": True})]
 
 
 def resources(shape: PodShape) -> dict[str, Any]:
@@ -89,6 +106,8 @@ def pod_template(
         volumes.append({"name": "hf-cache", "emptyDir": {}})
         mounts.append({"name": "hf-cache", "mountPath": HF_HOME})
         env += [{"name": "HF_HOME", "value": HF_HOME}, secret_env("HF_TOKEN", overlay.hf_token)]
+    if serving:
+        env += proxy_env(overlay)
     for volume, mount in extra_mounts:
         volumes.append(volume)
         mounts.append(mount)

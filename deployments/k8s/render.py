@@ -40,7 +40,8 @@ def to_yaml(docs: list[dict[str, Any]]) -> str:
 def render(root: Path) -> dict[str, str]:
     """Relative path -> content of every generated file."""
     overlay = load_overlay(root / "k8s" / "overlay.yaml")
-    serve_config = kubernetes_serve_config(load_serve_config(root / "serve_config.yaml"), overlay.deployment_overrides)
+    serve_config = kubernetes_serve_config(load_serve_config(root / "serve_config.yaml"), overlay.deployment_overrides,
+                                           overlay.args_overrides)
     board = dashboard()
     return {
         "k8s/rayservice.yaml": to_yaml([rayservice(overlay, serve_config)]),

@@ -30,7 +30,8 @@ def deployment_names(args: dict[str, Any]) -> list[str]:
     return [ROUTER_DEPLOYMENT] + [v.deployment_name(t) for v in config.variants for t in v.towers]
 
 
-def kubernetes_serve_config(serve_config: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def kubernetes_serve_config(serve_config: dict[str, Any], overrides: dict[str, dict[str, Any]],
+                            args_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from ray.serve.schema import ServeDeploySchema
 
     config = copy.deepcopy(serve_config)
@@ -38,6 +39,9 @@ def kubernetes_serve_config(serve_config: dict[str, Any], overrides: dict[str, d
     for app in config["applications"]:
         if app.get("import_path") != BUILD_APP:
             continue
+        if args_overrides:
+            app["args"] = deep_merge(app["args"], copy.deepcopy(args_overrides))
+            parse_app_config(app["args"])  # a bad override fails here, naming the field
         entries = {entry["name"]: entry for entry in app.get("deployments", [])}
         for name in deployment_names(app["args"]):
             for pattern, options in overrides.items():

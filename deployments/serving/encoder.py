@@ -125,13 +125,14 @@ class _EncoderReplica:
     def _run_probe(self) -> None:
         self._embed(self._probe_input)  # not counted in stats or metrics: it is not traffic
 
-    async def debug_stall_forward(self, seconds: float) -> None:
+    async def debug_stall_forward(self, seconds: float) -> int:
         """Test hook, reachable through a deployment handle only (no HTTP route leads here):
-        occupy the forward thread for `seconds`, as a hung device would. Refused unless the
-        replica runs with CLIP_SERVE_TEST_HOOKS=1."""
+        occupy the forward thread for `seconds`, as a hung device would; returns the pid of
+        the replica it stalled. Refused unless the replica runs with CLIP_SERVE_TEST_HOOKS=1."""
         if os.environ.get(TEST_HOOKS_ENV) != "1":
             raise PermissionError(f"test hooks are disabled; set {TEST_HOOKS_ENV}=1 in the replica's environment")
         self._forward_pool.submit(time.sleep, seconds)
+        return os.getpid()
 
     async def embed(self, payload: Payload) -> np.ndarray:
         """Embed a packed call (any size): float32 (N, D), L2-normalised, in input order."""
@@ -209,6 +210,9 @@ class _EncoderReplica:
 ENCODER_DEFAULTS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 1},
     "max_ongoing_requests": 64,
+    # Calls a router may queue for this deployment when every replica is busy; past it the
+    # router gets BackPressureError and answers 503 (routers send few, coalesced calls).
+    "max_queued_requests": 64,
     "user_config": _DEFAULT_BATCHING.model_dump(),
     "health_check_period_s": 10,
     "health_check_timeout_s": 30,

@@ -19,6 +19,8 @@ from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
+from .concurrency import start_shared
+
 Key = tuple[str, str, str]  # (variant id, fingerprint, prompt)
 # Embeds the given prompts; returns their vectors (in order) and the fingerprint of the
 # weights that produced them.
@@ -59,6 +61,11 @@ class LabelCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def inflight(self) -> int:
+        """Prompts being encoded right now (shared single-flight encodes)."""
+        return len(self._inflight)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -143,7 +150,7 @@ class LabelCache:
                 self._store((variant_id, produced_by, p), vector)
                 futures[p].set_result((vector, produced_by))
 
-        task = asyncio.create_task(run())
+        task = start_shared(run())
         self._tasks.add(task)
         task.add_done_callback(self._finish)
         return futures

@@ -15,7 +15,9 @@ from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
 from .coalescer import Coalescer
 from .payloads import pack_images, pack_tokens
+from .retry import input_specific, with_retries
 from .scoring import DEFAULT_LOGIT_SCALE
+from .concurrency import start_shared
 
 logger = logging.getLogger("ray.serve")
 
@@ -24,6 +26,8 @@ class VariantRuntime:
     def __init__(self, config: VariantConfig, handles: dict[str, Any], router: RouterConfig) -> None:
         self.config = config
         self.handles = handles
+        self.retries = router.encoder_retries
+        self.retried_calls = {tower: 0 for tower in handles}  # encoder calls sent again after a replica loss
         self.created = int(time.time())
         self.infos: dict[str, TowerInfo] = {}
         self.image_spec: ImageSpec | None = None
@@ -40,6 +44,8 @@ class VariantRuntime:
                 max_items=router.max_items_per_call,
                 wait_s=router.coalesce_wait_ms / 1000,
                 max_inflight=router.max_inflight_calls,
+                max_pending=router.max_pending_items,
+                isolate=input_specific,
                 metric_tags={"variant": config.id, "tower": tower},
             )
             for tower in handles
@@ -48,8 +54,13 @@ class VariantRuntime:
     def _encoder_call(self, tower: str):
         handle = self.handles[tower]
 
+        tags = {"variant": self.id, "tower": tower}
+
+        def count() -> None:
+            self.retried_calls[tower] += 1
+
         async def call(payload: Any):
-            fingerprint, rows = await handle.embed_tagged.remote(payload)
+            fingerprint, rows = await with_retries(lambda: handle.embed_tagged.remote(payload), self.retries, tags, count)
             self.observe_fingerprint(tower, fingerprint)
             return rows
 
@@ -64,7 +75,7 @@ class VariantRuntime:
             self.fingerprint = fingerprint
         info = self.infos.get(tower)
         if info is not None and info.fingerprint != fingerprint and tower not in self._refreshes:
-            self._refreshes[tower] = asyncio.create_task(self._refresh(tower, fingerprint))
+            self._refreshes[tower] = start_shared(self._refresh(tower, fingerprint))
 
     async def _refresh(self, tower: str, fingerprint: str) -> None:
         try:

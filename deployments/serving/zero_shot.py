@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Awaitable, TypeVar
 
 import numpy as np
 
@@ -20,12 +19,10 @@ from ..protocol.errors import APIError
 from ..protocol.inputs import Item, TextItem
 from ..protocol.labels import PromptLimits, PromptSet
 from . import scoring
+from .concurrency import gather_or_cancel
 from .embedding_service import READY_WAIT_S, EmbeddingService
 from .label_cache import LabelCache
 from .variants import VariantRuntime
-
-T = TypeVar("T")
-
 
 @dataclass
 class LabelVectors:
@@ -53,18 +50,6 @@ class Compared:
     logit_scale: float
     prompt_tokens: int
     images: int
-
-
-async def _both(first: Awaitable[T], second: Awaitable) -> tuple[T, object]:
-    """Run two coroutines concurrently; if one fails, cancel the other and raise."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
-    try:
-        return tuple(await asyncio.gather(*tasks))  # type: ignore[return-value]
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 class ZeroShotService:
@@ -117,7 +102,7 @@ class ZeroShotService:
         self, variant: VariantRuntime, items: list[Item], prompt_set: PromptSet, truncate: bool
     ) -> Classified:
         await self._ready_for_labels(variant)
-        embedded, labels = await _both(
+        embedded, labels = await gather_or_cancel(
             self.embeddings.embed(variant, items, truncate), self.label_vectors(variant, prompt_set, truncate)
         )
         if labels.fingerprint != variant.fingerprint:
