@@ -35,7 +35,7 @@ clip-serve is up at {base}   (Ctrl-C stops it)
   curl {base}/v1/embeddings -H 'Content-Type: application/json' \\
        -d '{{"model": "{model}", "input": [{{"image": "'$(base64 -w0 shape.png)'"}}, {{"text": "a red circle"}}]}}'
 """
-    return text + f"  API docs: {base}/docs\n"
+    return text + f"  API docs: {base}/docs    playground: {base}/\n"
 
 
 def _wait_ready(base: str, timeout_s: float = 120.0) -> None:
@@ -75,9 +75,14 @@ def serve_command(args: argparse.Namespace) -> int:
     if address:
         ray.init(address=address)
     else:
+        from .serving.proxy_admission import CALLBACK, CALLBACK_ENV
+
+        # The local cluster's HTTP proxy sheds overload itself (README: Overload and deadlines).
+        os.environ.setdefault(CALLBACK_ENV, CALLBACK)
         # Logical CPUs: the demo's replicas ask for fractions; torch threads are set per replica.
-        # address="local": a new cluster even when `ray start` left one to auto-detect.
-        ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=args.dashboard)
+        # address="local": a cluster of our own, even when another one runs on this machine.
+        ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),
+                 include_dashboard=args.dashboard)
     deploy(applications, args.host, args.port)
     _wait_ready(f"http://127.0.0.1:{args.port}")
     print(_banner(args.host, args.port, first_model, demo=not args.config), flush=True)
@@ -112,6 +117,15 @@ def sample_image_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def catalogue_command(args: argparse.Namespace) -> int:
+    import json
+
+    from .catalogue import CATALOGUE, markdown_table
+
+    print(json.dumps([e.to_dict() for e in CATALOGUE.values()], indent=2) if args.json else markdown_table())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .jobs.synthetic import BACKGROUNDS, COLOURS, SHAPES, SIZES
 
@@ -138,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--pixels", type=int, default=128, help="image side")
     i.add_argument("--seed", type=int, default=0)
     i.set_defaults(func=sample_image_command)
+    c = sub.add_parser("catalogue", help="list the known CLIP variants (serve one by its id alone)")
+    c.add_argument("--json", action="store_true", help="every field, as JSON")
+    c.set_defaults(func=catalogue_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

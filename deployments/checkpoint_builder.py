@@ -32,9 +32,13 @@ def clip_config_dict(
     text_heads: int | None = None,
     context_length: int = 77,
     hidden_act: str = "quick_gelu",
+    eos_token_id: int = 49407,
 ) -> dict[str, Any]:
     """A CLIPConfig as a dict; both sub-configs carry projection_dim, as hub configs do,
-    which is what lets one tower load alone from the full checkpoint."""
+    which is what lets one tower load alone from the full checkpoint.
+
+    `eos_token_id=2` reproduces the hub configs of the original OpenAI/LAION uploads, which
+    make transformers pool the text tower at argmax(input_ids) instead of the first EOS."""
     text_hidden = text_hidden_size or hidden_size
     return {
         "projection_dim": projection_dim,
@@ -46,8 +50,8 @@ def clip_config_dict(
             "num_attention_heads": text_heads or heads,
             "max_position_embeddings": context_length,
             "projection_dim": projection_dim,
-            "bos_token_id": 49406,
-            "eos_token_id": 49407,
+            "bos_token_id": 49406 if eos_token_id == 49407 else 0,
+            "eos_token_id": eos_token_id,
             "pad_token_id": 1,
             "hidden_act": hidden_act,
         },
@@ -61,6 +65,19 @@ def clip_config_dict(
             "projection_dim": projection_dim,
             "hidden_act": hidden_act,
         },
+    }
+
+
+def catalogue_fixture_config(entry: Any, *, width: int = 32, layers: int = 1, heads: int = 2) -> dict[str, Any]:
+    """clip_config_dict arguments for a catalogue entry's architecture, shrunk: the fields
+    that change behaviour (image and patch size, activation, EOS pooling, context length,
+    embedding size) are the entry's own; widths and depths are `width`/`layers`/`heads`."""
+    arch = entry.arch
+    return {
+        "hidden_size": width, "layers": layers, "heads": heads, "text_hidden_size": width, "text_layers": layers,
+        "text_heads": heads, "image_size": arch.image_size, "patch_size": arch.patch_size,
+        "projection_dim": arch.embed_dim, "context_length": arch.context_length, "hidden_act": arch.hidden_act,
+        "eos_token_id": arch.eos_token_id,
     }
 
 

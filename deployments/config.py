@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .backends.registry import BACKENDS
+from .backends.onnx_layout import ONNX_DTYPES, canonical_onnx_dtype
+from .backends.registry import BACKEND_OPTIONS, BACKENDS
+from .catalogue import apply_catalogue
 
 Tower = Literal["image", "text"]
 TOWERS: tuple[Tower, ...] = ("image", "text")
@@ -81,6 +83,41 @@ class VariantConfig(StrictModel):
     cpu_threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads; default: the replica's CPUs.")
     image_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
     text_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
+    onnx_dtype: Literal[ONNX_DTYPES] = Field(  # type: ignore[valid-type]
+        "fp32", description="backend onnx: which graph file, by Transformers.js dtype (fp32: onnx/vision_model.onnx, "
+        "q8 or quantized: *_quantized.onnx, fp16, int8, uint8, q4, q4f16, bnb4: *_<dtype>.onnx)."
+    )
+    allow_pickle_weights: bool = Field(
+        False, description="backend torch: load pytorch_model.bin when a checkpoint has no safetensors (pickle can run code)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="backend torch: run the model code a checkpoint ships (config.json auto_map)."
+    )
+    logit_scale: float | None = Field(
+        None, gt=0, description="exp(temperature) for zero-shot scores when the checkpoint's files lack it."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalogue_defaults(cls, data: Any) -> Any:
+        return apply_catalogue(data)
+
+    @model_validator(mode="after")
+    def _check_backend_options(self) -> VariantConfig:
+        defaults = type(self).model_fields
+        for backend, names in BACKEND_OPTIONS.items():
+            for name in names:
+                changed = name in self.model_fields_set and getattr(self, name) != defaults[name].default
+                if backend != self.backend and changed:
+                    raise ValueError(f"{name} applies to backend {backend!r}, not {self.backend!r}")
+        if self.backend == "onnx" and self.dtype not in ("auto", "float32"):
+            raise ValueError("backend 'onnx' runs the precision of its graph file: choose it with onnx_dtype, not dtype")
+        self.onnx_dtype = canonical_onnx_dtype(self.onnx_dtype)
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """Keyword arguments for this backend's `load` and `serving_files`."""
+        return {name: getattr(self, name) for name in BACKEND_OPTIONS[self.backend]}
 
     @field_validator("id")
     @classmethod
@@ -131,6 +168,29 @@ class LimitsConfig(StrictModel):
     max_image_bytes: int = Field(20 * 2**20, ge=1, description="Encoded bytes of one image.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded pixels of one image (width*height).")
     max_text_chars: int = Field(20_000, ge=1, description="Characters of one text input.")
+    max_image_aspect_ratio: float = Field(
+        50.0, ge=1.0, description="Longer over shorter side of one image; refused before decoding (resize bombs)."
+    )
+    image_formats: list[str] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"],
+        min_length=1,
+        description="Accepted image formats (Pillow names): JPEG, PNG, WEBP, GIF, BMP, TIFF.",
+    )
+    max_labels: int = Field(1000, ge=2, description="Candidate labels in one classify request.")
+    max_templates: int = Field(100, ge=1, description="Prompt templates in one classify request.")
+    max_prompts: int = Field(
+        20_000, ge=2, description="Label prompts (labels x templates) one classify request may need embedded."
+    )
+
+    @field_validator("image_formats")
+    @classmethod
+    def _check_formats(cls, value: list[str]) -> list[str]:
+        known = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+        upper = [f.upper() for f in value]
+        unknown = sorted(set(upper) - known)
+        if unknown:
+            raise ValueError(f"unknown image formats {unknown}; known: {sorted(known)}")
+        return upper
 
 
 class RouterConfig(StrictModel):
@@ -145,13 +205,102 @@ class RouterConfig(StrictModel):
     truncate_default: bool = Field(
         True, description="Truncate texts over the context length unless a request says `truncate: false`."
     )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Deadline of one request inside the router (504 in the error envelope); keep it below "
+        "Serve's http_options.request_timeout_s, whose own timeout answers outside the envelope.",
+    )
+    max_concurrent_requests: int = Field(
+        192, ge=1, le=100_000,
+        description="API requests one router replica works on at once; more are refused at once with 503 "
+        "(keep it below the Router's max_ongoing_requests, 256 by default).",
+    )
+    max_pending_items: int = Field(
+        4096, ge=1, le=1_000_000,
+        description="Items waiting in the router for an encoder call, per (variant, tower); a request that "
+        "would queue more is refused with 503. A request always fits into an empty queue.",
+    )
+    encoder_retries: int = Field(
+        2, ge=0, le=5, description="Retries of an encoder call whose replica died (on another replica)."
+    )
+    playground: bool = Field(
+        True,
+        description="Serve the browser playground (static files calling the public API) at `/`; "
+        "false for locked-down deployments (then `/` is a 404).",
+    )
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+
+class ImageUrlsConfig(StrictModel):
+    """Fetching `http(s)://` image URLs. Off by default; when on, only public addresses of
+    allowed hosts are fetched (see README, Security)."""
+
+    enabled: bool = Field(False, description="Fetch image URLs; off: URLs are refused with 400.")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts that may be fetched: `example.com` (exactly), `*.example.com` (subdomains) or an IP "
+        "address. Empty: any host with a public address.",
+    )
+    deny_hosts: list[str] = Field(default_factory=list, description="Hosts never fetched (same forms); wins over allow.")
+    allow_private_networks: bool = Field(
+        False,
+        description="Also fetch from loopback, private, link-local and CGNAT addresses (never metadata, multicast "
+        "or unspecified ones). For tests and closed networks only.",
+    )
+    max_redirects: int = Field(3, ge=0, le=10, description="Redirects followed (each one checked again).")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="One deadline for DNS, connects, redirects and the body.")
+    max_bytes: int = Field(
+        20 * 2**20, ge=1, description="Most bytes of one fetched image after decompression (also capped by "
+        "limits.max_image_bytes)."
+    )
+    max_urls_per_request: int = Field(16, ge=1, le=1024, description="Image URLs in one request.")
+    max_concurrent_fetches: int = Field(32, ge=1, le=1024, description="Fetches in flight per router replica.")
+
+    @field_validator("allow_hosts", "deny_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from .preprocess.url_policy import normalise_host_pattern
+
+        try:
+            return [normalise_host_pattern(p) for p in value]
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class AuthConfig(StrictModel):
+    """API keys (`Authorization: Bearer <key>`), checked before a request body is read."""
+
+    enabled: bool = Field(False, description="Require an API key on every API route.")
+    api_keys_env: str | None = Field(
+        "CLIP_SERVE_API_KEYS", description="Environment variable of the router holding keys, comma-separated."
+    )
+    api_keys_file: str | None = Field(
+        None, description="File with one key per line (# comments); re-read when it changes (key rotation)."
+    )
+
+    @model_validator(mode="after")
+    def _need_a_source(self) -> AuthConfig:
+        if self.enabled and not (self.api_keys_env or self.api_keys_file):
+            raise ValueError("auth is enabled: set api_keys_env or api_keys_file")
+        return self
+
+
+class LabelCacheConfig(StrictModel):
+    """The router's cache of label/prompt text embeddings (one per router replica, LRU)."""
+
+    max_entries: int = Field(65_536, ge=0, description="Most cached prompt embeddings; 0 disables the cache.")
+    max_bytes: int = Field(
+        64 * 2**20, ge=0, description="Most bytes of cached vectors plus prompt text (UTF-8); 0 disables the cache."
+    )
 
 
 class AppConfig(StrictModel):
     variants: list[VariantConfig] = Field(min_length=1)
     router: RouterConfig = Field(default_factory=RouterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    label_cache: LabelCacheConfig = Field(default_factory=LabelCacheConfig)
+    image_urls: ImageUrlsConfig = Field(default_factory=ImageUrlsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @model_validator(mode="after")
     def _check_unique_names(self) -> AppConfig:

@@ -72,8 +72,8 @@ def photo_jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
     return buf.getvalue()
 
 
-def body(payload: dict) -> bytes:
-    return json.dumps({"model": MODEL_ID, **payload}).encode()
+def body(payload: dict, model: str = MODEL_ID) -> bytes:
+    return json.dumps({"model": model, **payload}).encode()
 
 
 def replica_peak_rss() -> dict[str, float]:
@@ -166,7 +166,7 @@ def main() -> int:
 
     from deployments.launch import app_config, deploy
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     base = f"http://127.0.0.1:{args.port}"
     t0 = time.perf_counter()
     deploy([app_config(app_args(folder, args.dtype, args.threads))], "127.0.0.1", args.port, blocking=False)

@@ -27,6 +27,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Reference, bpe_path, free_port  # noqa: E402
+from onnx_fixtures import combined_only_dir, l14_336_dir, onnx_dir, onnx_server  # noqa: E402,F401
 
 HUB_ID = "openai/clip-vit-base-patch32"
 
@@ -78,12 +79,19 @@ def wide_reference(wide_model_dir) -> Reference:
 
 
 @pytest.fixture(scope="session")
-def ray_session(hf_home):
+def metrics_port() -> int:
+    """Where the session cluster's Prometheus endpoint listens: http://127.0.0.1:<port>/metrics."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_session(hf_home, metrics_port):
     import ray
     from ray import serve
 
-    # address="local": never attach to a cluster someone else's `ray start` left on this machine.
-    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # address="local": our own cluster, even while another test run's is up on this machine.
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _metrics_export_port=metrics_port)
     yield ray
     serve.shutdown()
     ray.shutdown()

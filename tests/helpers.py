@@ -83,6 +83,38 @@ class Reference:
     def token_ids(self, text: str) -> list[int]:
         return self.processor.tokenizer(text).input_ids
 
+    def zero_shot(self, images: list[bytes], prompts: list[str]) -> np.ndarray:
+        """transformers' own zero-shot distribution: logits_per_image.softmax(-1)."""
+        pil = [Image.open(io.BytesIO(d)) for d in images]
+        with self.torch.no_grad():
+            enc = self.processor(text=prompts, images=pil, return_tensors="pt", padding=True)
+            return self.model(**enc).logits_per_image.softmax(-1).numpy()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
+
+
+def run_json_scenario(command: list[str], budget_s: float) -> dict:
+    """Run a scenario script in its own process group (it starts its own Ray cluster) and
+    return the JSON report on its last stdout line; past the budget, kill it all and fail."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    import pytest
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the scenario and the Ray processes it started
+        out, err = proc.communicate()
+        pytest.fail(f"{command[1]} ran over {budget_s} s:\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
 
 def wait_ready(base: str, timeout_s: float = 120.0) -> None:
     """Poll `{base}/ready` until the app has loaded every model."""

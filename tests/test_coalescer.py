@@ -120,3 +120,56 @@ def test_lone_item_waits_at_most_the_window():
         assert 0.015 <= loop.time() - start < 0.5
 
     run(main())
+
+
+def test_a_poison_request_sharing_a_call_fails_alone():
+    """Items of several requests in one call: when the call fails in a way that may come
+    from one request's items, each request is sent again on its own."""
+
+    async def main():
+        enc = RecordingEncoder(fail_when=lambda p: (p == 13).any())
+        c = make(enc, max_items=16, wait_s=0.02, isolate=lambda exc: isinstance(exc, RuntimeError))
+        results = await asyncio.gather(c.submit(items(1, 2)), c.submit(items(13)), c.submit(items(3)),
+                                       return_exceptions=True)
+        assert [float(r[0]) for r in results[0]] == [2, 4] and [float(r[0]) for r in results[2]] == [6]
+        assert isinstance(results[1], RuntimeError)
+        assert enc.calls == [4, 2, 1, 1]  # the shared call, then one per request
+        assert (c.pending, c.inflight) == (0, 0)
+
+    run(main())
+
+
+def test_systemic_failures_are_not_rerun_per_request():
+    async def main():
+        enc = RecordingEncoder(fail_when=lambda p: True)
+        c = make(enc, max_items=16, wait_s=0.02, isolate=lambda exc: False)
+        results = await asyncio.gather(c.submit(items(1)), c.submit(items(2)), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results) and enc.calls == [2]
+
+    run(main())
+
+
+def test_waiting_items_are_bounded_and_overflow_is_refused_at_once():
+    from deployments.protocol.errors import APIError
+
+    async def main():
+        enc = RecordingEncoder(delay=0.2)
+        c = make(enc, max_items=4, max_inflight=1, wait_s=0.0, max_pending=6)
+        busy = asyncio.create_task(c.submit(items(0)))  # occupies the only call slot
+        await asyncio.sleep(0.01)
+        queued = asyncio.create_task(c.submit(items(*range(5))))
+        await asyncio.sleep(0)
+        assert c.pending == 5
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(APIError) as exc:
+            await c.submit(items(1, 2))  # 5 + 2 > 6
+        assert loop.time() - started < 0.05  # refused at once, not after the queue drained
+        assert exc.value.status_code == 503 and exc.value.headers["Retry-After"] == "1"
+        assert exc.value.code == "overloaded"
+        await asyncio.gather(busy, queued)
+        # an empty queue takes any request, however large
+        assert len(await c.submit(items(*range(20)))) == 20
+        assert (c.pending, c.inflight) == (0, 0)
+
+    run(main())

@@ -44,6 +44,13 @@ def test_defaults_fill_in():
          "variants[0].image_deployment.user_config.max_batch_size"),
         ({"variants": [{"id": "a"}], "router": {"coalesce_wait_ms": -1}}, "router.coalesce_wait_ms"),
         ({"variants": [{"id": "a"}], "limitz": {}}, "limitz"),
+        ({"variants": [{"id": "a"}], "auth": {"enabled": True, "api_keys_env": None}}, "auth"),
+        ({"variants": [{"id": "a"}], "image_urls": {"allow_hosts": ["*.10.0.0.1"]}}, "image_urls.allow_hosts"),
+        ({"variants": [{"id": "a"}], "image_urls": {"deny_hosts": ["bad host"]}}, "image_urls.deny_hosts"),
+        ({"variants": [{"id": "a"}], "image_urls": {"max_redirects": 50}}, "image_urls.max_redirects"),
+        ({"variants": [{"id": "a"}], "limits": {"image_formats": ["SVG"]}}, "limits.image_formats"),
+        ({"variants": [{"id": "a"}], "router": {"request_timeout_s": 0}}, "router.request_timeout_s"),
+        ({"variants": [{"id": "a"}], "auth": {"keys": ["inline keys are not a thing"]}}, "auth.keys"),
     ],
 )
 def test_bad_config_names_the_field(args, field):
@@ -94,7 +101,10 @@ def test_serve_config_yaml_builds_and_names_real_deployments():
         assert override["name"] in names, f"serve_config.yaml tunes unknown deployment {override['name']}"
     ids = {v["id"] for v in app["args"]["variants"]}
     assert {"openai/clip-vit-base-patch32", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
-            "patrickjohncyh/fashion-clip"} <= ids
+            "patrickjohncyh/fashion-clip", "Xenova/clip-vit-base-patch32"} <= ids
+    xenova = parse_app_config(app["args"]).variants[[v["id"] for v in app["args"]["variants"]].index(
+        "Xenova/clip-vit-base-patch32")]
+    assert xenova.backend == "onnx"
 
 
 def test_building_the_app_imports_no_model_runtime():
@@ -111,3 +121,28 @@ def test_ray_workers_import_this_checkout(server):
 
     encoder = serve.get_deployment_handle("TextEncoder:openai--clip-vit-base-patch32", app_name="clip")
     assert encoder.stats.remote().result()["module"].startswith(str(REPO))
+
+
+def test_safe_defaults_for_limits_urls_auth_and_overload():
+    cfg = parse_app_config({"variants": [{"id": "a"}]})
+    assert not cfg.image_urls.enabled and not cfg.image_urls.allow_private_networks
+    assert not cfg.auth.enabled and cfg.auth.api_keys_env == "CLIP_SERVE_API_KEYS"
+    assert cfg.limits.image_formats == ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+    deployments = built_deployments({"variants": [{"id": "a"}]})
+    router = deployments["Router"]
+    # the router sheds in the envelope before Serve's proxy would queue or refuse in plain text
+    assert cfg.router.max_concurrent_requests < router.max_ongoing_requests
+    assert router._deployment_config.max_queued_requests > 0
+    assert router._deployment_config.backpressure_config.retry_after_s >= 1
+    for name in ("ImageEncoder:a", "TextEncoder:a"):  # every deployment has a bounded queue
+        assert deployments[name]._deployment_config.max_queued_requests > 0
+    assert cfg.image_urls.allow_hosts == []  # normalised patterns come out of validation:
+    urls = parse_app_config({"variants": [{"id": "a"}], "image_urls": {"allow_hosts": ["*.CDN.example.", "0x7f.1"]}})
+    assert urls.image_urls.allow_hosts == [".cdn.example", "127.0.0.1"]
+
+
+def test_serve_config_yaml_router_deadline_is_below_serves_own_timeout():
+    doc = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    (app,) = doc["applications"]
+    router = parse_app_config(app["args"]).router
+    assert router.request_timeout_s < doc["http_options"]["request_timeout_s"]

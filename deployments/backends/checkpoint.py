@@ -18,8 +18,8 @@ from typing import Any
 from ..preprocess.image_spec import ImageSpec
 from .base import TokenizerInfo
 
-# What serving needs from a repository; the hub repos also carry flax/tf/pickle weights.
-SERVING_FILES = [
+# What every backend needs from a repository: config, tokenizer and preprocessing.
+METADATA_FILES = [
     "config.json",
     "preprocessor_config.json",
     "processor_config.json",
@@ -28,12 +28,18 @@ SERVING_FILES = [
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+]
+# What the torch backend serves; the hub repos also carry flax/tf/pickle/onnx weights.
+SERVING_FILES = [
+    *METADATA_FILES,
     # transformers' own weight names; repos such as laion's also carry open_clip copies.
     "model.safetensors",
     "model-*.safetensors",
     "model.safetensors.index.json",
 ]
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+PICKLE_PATTERNS = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
+REMOTE_CODE_PATTERNS = ["*.py"]
 _SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{40})[\\/]?$")
 
 
@@ -81,13 +87,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 class Checkpoint:
     path: Path
     source: str
+    revision: str | None = None
 
     @classmethod
-    def open(cls, source: str, revision: str | None = None) -> Checkpoint:
-        ckpt = cls(resolve_source(source, revision), source)
+    def open(cls, source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Checkpoint:
+        """`allow_patterns`: which repository files a hub download fetches (default: SERVING_FILES)."""
+        ckpt = cls(resolve_source(source, revision, allow_patterns), source, revision)
         if not (ckpt.path / "config.json").is_file():
             raise CheckpointError(f"checkpoint {source!r} ({ckpt.path}) has no config.json")
         return ckpt
+
+    def fetch(self, allow_patterns: list[str]) -> None:
+        """Bring more files of a hub checkpoint into the same snapshot (no-op for folders)."""
+        if not _looks_local(self.source):
+            self.path = resolve_source(self.source, self.revision, allow_patterns)
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -104,17 +117,33 @@ class Checkpoint:
     def weight_files(self) -> list[Path]:
         return sorted(self.path.glob("model*.safetensors"))
 
-    def require_safetensors(self) -> list[Path]:
+    def require_safetensors(self, allow_pickle: bool = False) -> list[Path]:
+        """The safetensors weight files; with `allow_pickle`, pickle files when there are none."""
         files = self.weight_files()
         if files:
             return files
-        pickled = [name for name in PICKLE_WEIGHTS if (self.path / name).exists()]
+        pickled = [self.path / name for name in PICKLE_WEIGHTS if (self.path / name).exists()]
+        if pickled and allow_pickle:
+            return pickled
         if pickled:
             raise CheckpointError(
-                f"checkpoint {self.source!r} has only pickle weights ({pickled[0]}); pickle can run "
-                "arbitrary code, so only safetensors weights are loaded"
+                f"checkpoint {self.source!r} has only pickle weights ({pickled[0].name}); pickle can run "
+                "arbitrary code, so only safetensors weights are loaded unless the variant sets "
+                "`allow_pickle_weights: true`"
             )
         raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no model*.safetensors weights")
+
+    def remote_code(self) -> dict[str, Any] | None:
+        """The config's `auto_map` (classes from Python files in the repository), if any."""
+        return self.config.get("auto_map") or None
+
+    def require_no_remote_code(self, trust_remote_code: bool = False) -> None:
+        code = self.remote_code()
+        if code and not trust_remote_code:
+            raise CheckpointError(
+                f"checkpoint {self.source!r} declares its own model code (config.json auto_map: {code}); "
+                "running a repository's Python is refused unless the variant sets `trust_remote_code: true`"
+            )
 
     @cached_property
     def fingerprint(self) -> str:
@@ -140,6 +169,12 @@ class Checkpoint:
         if image_size:
             return ImageSpec.from_preprocessor_config({}, image_size)
         raise CheckpointError(f"checkpoint {self.source!r} has no preprocessor_config.json and no vision image_size")
+
+    def tower_preprocessing(self, tower: str) -> tuple[ImageSpec | None, TokenizerInfo | None]:
+        """What the router needs to prepare inputs for `tower`, from the folder's own files."""
+        if tower == "image":
+            return self.image_spec(), None
+        return None, self.tokenizer_info()
 
     def _tokenizer_config(self) -> dict[str, Any]:
         path = self.path / "tokenizer_config.json"
@@ -185,14 +220,35 @@ class Checkpoint:
             vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
         )
 
-    def logit_scale(self) -> float | None:
+    def logit_scale(self, allow_pickle: bool = False) -> float | None:
         """exp(logit_scale) from the weights, read without loading the rest."""
         import math
 
         from safetensors import safe_open
 
+        if allow_pickle and not self.weight_files():
+            return self._pickled_logit_scale()
         for f in self.weight_files():
-            with safe_open(str(f), framework="pt") as handle:
-                if "logit_scale" in handle.keys():
-                    return float(math.exp(float(handle.get_tensor("logit_scale").float().reshape(-1)[0])))
+            # numpy, not torch: backends without torch read it too (bf16 needs torch).
+            with safe_open(str(f), framework="numpy") as handle:
+                if "logit_scale" not in handle.keys():
+                    continue
+                try:
+                    value = float(handle.get_tensor("logit_scale").reshape(-1)[0])
+                except (TypeError, ValueError):
+                    with safe_open(str(f), framework="pt") as pt:
+                        value = float(pt.get_tensor("logit_scale").float().reshape(-1)[0])
+                return float(math.exp(value))
+        return None
+
+    def _pickled_logit_scale(self) -> float | None:
+        import math
+
+        import torch
+
+        for name in ("pytorch_model.bin",):
+            if (self.path / name).is_file():
+                state = torch.load(self.path / name, map_location="cpu", weights_only=True, mmap=True)
+                if "logit_scale" in state:
+                    return float(math.exp(float(state["logit_scale"].float().reshape(-1)[0])))
         return None

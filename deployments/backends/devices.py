@@ -37,3 +37,14 @@ def resolve_dtype(dtype: str, device: str) -> str:
     if device.startswith("cuda"):
         return "float16"
     return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def replica_threads() -> int:
+    """The CPUs this process was given: Ray sets OMP_NUM_THREADS to an actor's num_cpus
+    (torch reads it by itself; runtimes that don't, such as onnxruntime, ask here)."""
+    import os
+
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

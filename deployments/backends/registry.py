@@ -8,6 +8,12 @@ from typing import Any
 
 BACKENDS: dict[str, str] = {
     "torch": "deployments.backends.torch_backend:TorchBackend",
+    "onnx": "deployments.backends.onnx_backend:OnnxBackend",
+}
+# Variant config fields each backend's `load` and `serving_files` take as keyword arguments.
+BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("allow_pickle_weights", "trust_remote_code"),
+    "onnx": ("onnx_dtype",),
 }
 
 

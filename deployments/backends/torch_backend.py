@@ -10,7 +10,7 @@ import numpy as np
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 from .base import TowerInfo
-from .checkpoint import Checkpoint
+from .checkpoint import PICKLE_PATTERNS, REMOTE_CODE_PATTERNS, SERVING_FILES, Checkpoint
 from .devices import resolve_device, resolve_dtype
 
 _TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -19,10 +19,10 @@ _TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, checkpoint: Checkpoint, tower: str, device: str, dtype: str, threads: int | None) -> None:
+    def __init__(self, checkpoint: Checkpoint, tower: str, device: str, dtype: str, threads: int | None,
+                 allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> None:
         import torch
         import transformers
-        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
         from .torch_pixels import channel_affine
 
@@ -32,26 +32,50 @@ class TorchBackend:
         transformers.utils.logging.disable_progress_bar()
         if threads:
             torch.set_num_threads(threads)
-        checkpoint.require_safetensors()
+        checkpoint.require_no_remote_code(trust_remote_code)
+        weights = checkpoint.require_safetensors(allow_pickle_weights)
 
         self.checkpoint = checkpoint
         self.tower = tower
+        self.allow_pickle_weights = allow_pickle_weights
         self.device = torch.device(resolve_device(device))
         self.dtype_name = resolve_dtype(dtype, self.device.type)
         self.dtype = getattr(torch, _TORCH_DTYPES[self.dtype_name])
-        model_cls = CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection
-        self.model = model_cls.from_pretrained(checkpoint.path, dtype=self.dtype, use_safetensors=True)
+        use_safetensors = weights[0].suffix == ".safetensors"
+        self._whole_model = bool(checkpoint.remote_code())
+        if self._whole_model:
+            # The repository's own classes: the whole model loads (its towers may not load alone).
+            self.model = transformers.AutoModel.from_pretrained(
+                checkpoint.path, dtype=self.dtype, use_safetensors=use_safetensors, trust_remote_code=True)
+        else:
+            from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+            model_cls = CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection
+            self.model = model_cls.from_pretrained(checkpoint.path, dtype=self.dtype, use_safetensors=use_safetensors)
         self.model.eval().to(self.device)
         self.embed_dim = int(self.model.config.projection_dim)
-        self.image_spec = checkpoint.image_spec() if tower == "image" else None
-        self.tokenizer_info = checkpoint.tokenizer_info() if tower == "text" else None
+        self.image_spec, self.tokenizer_info = checkpoint.tower_preprocessing(tower)
         if self.image_spec is not None:
             self._scale, self._bias = channel_affine(self.image_spec, self.device)
 
     @classmethod
+    def serving_files(cls, tower: str, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> list[str]:
+        """Repository files a hub download fetches for this backend."""
+        return [*SERVING_FILES, *(PICKLE_PATTERNS if allow_pickle_weights else []),
+                *(REMOTE_CODE_PATTERNS if trust_remote_code else [])]
+
+    @classmethod
     def load(cls, checkpoint: Checkpoint, tower: str, *, device: str = "auto", dtype: str = "auto",
-             threads: int | None = None) -> TorchBackend:
-        return cls(checkpoint, tower, device, dtype, threads)
+             threads: int | None = None, allow_pickle_weights: bool = False,
+             trust_remote_code: bool = False) -> TorchBackend:
+        return cls(checkpoint, tower, device, dtype, threads, allow_pickle_weights, trust_remote_code)
+
+    def _features(self, **inputs):
+        if self._whole_model:  # the repository's own code: CLIPModel's feature API
+            out = (self.model.get_image_features if self.tower == "image" else self.model.get_text_features)(**inputs)
+            return out if hasattr(out, "dim") else out.pooler_output
+        out = self.model(**inputs)
+        return out.image_embeds if self.tower == "image" else out.text_embeds
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -62,7 +86,7 @@ class TorchBackend:
         with torch.inference_mode():
             x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
             x = normalize_pixels(x, self._scale, self._bias, self.dtype)
-            feats = self.model(pixel_values=x).image_embeds
+            feats = self._features(pixel_values=x)
             return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
     def embed_texts(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -73,7 +97,7 @@ class TorchBackend:
             # The text tower is causal and pools at the first EOS, so right padding never
             # reaches the pooled position: no attention mask needed.
             input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True).long()
-            feats = self.model(input_ids=input_ids).text_embeds
+            feats = self._features(input_ids=input_ids)
             return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
     def info(self) -> TowerInfo:
@@ -85,7 +109,7 @@ class TorchBackend:
             dtype=self.dtype_name,
             embed_dim=self.embed_dim,
             fingerprint=self.checkpoint.fingerprint,
-            logit_scale=self.checkpoint.logit_scale(),
+            logit_scale=self.checkpoint.logit_scale(self.allow_pickle_weights),
             param_count=sum(p.numel() for p in self.model.parameters()),
             image_spec=self.image_spec.to_dict() if self.image_spec else None,
             tokenizer=self.tokenizer_info,

@@ -38,6 +38,9 @@ class ImageError(ValueError):
 class ImageLimits:
     max_image_bytes: int = 20 * 2**20
     max_image_pixels: int = 40_000_000
+    # A 1x40000 strip passes the pixel limit but resizes to 224x8960000: refuse it unread.
+    max_aspect_ratio: float = 50.0
+    formats: frozenset[str] = ALLOWED_FORMATS
     # JPEG DCT-domain downscale keeps at least this multiple of the target's short side,
     # so the exact resize that follows still has enough pixels to anti-alias from.
     draft_headroom: float = 2.0
@@ -104,8 +107,8 @@ def open_rgb(data: bytes, spec: ImageSpec, limits: ImageLimits) -> Image.Image:
         img = Image.open(io.BytesIO(data))
     except Exception:
         raise ImageError("image could not be decoded (unknown or corrupt format)") from None
-    if img.format not in ALLOWED_FORMATS:
-        raise ImageError(f"image format {img.format} is not supported; use one of {sorted(ALLOWED_FORMATS)}")
+    if img.format not in limits.formats:
+        raise ImageError(f"image format {img.format} is not supported; use one of {sorted(limits.formats)}")
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError("image has no pixels")
@@ -113,14 +116,17 @@ def open_rgb(data: bytes, spec: ImageSpec, limits: ImageLimits) -> Image.Image:
         raise ImageError(
             f"image is {width}x{height}, over the {limits.max_image_pixels}-pixel limit", status=413
         )
+    if max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise ImageError(f"image is {width}x{height}, over the aspect ratio limit of {limits.max_aspect_ratio:g}:1")
     try:
         if img.format == "JPEG":
             size = _draft_size(width, height, spec, limits.draft_headroom)
             if size is not None:
                 img.draft("RGB", size)
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        rgb = _to_rgb(ImageOps.exif_transpose(img))
+        rgb.info["source_size"] = (width, height)  # as sent, before any draft downscale (metrics)
+        return rgb
     except ImageError:
         raise
     except Exception:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..protocol.errors import APIError
-from ..protocol.inputs import ImageItem, Item, TextItem, TokensItem
-from .image_spec import ImageSpec
-from .images import ImageError, ImageLimits, decode_image_source, prepare_image
+from ..protocol.inputs import Item, TextItem, TokensItem
+from .images import ImageError, ImageLimits
 from .tokenizer import ClipTokenizer, InvalidTokensError, TextTooLongError
 
 
@@ -29,11 +28,7 @@ class ItemPreprocessor:
         """Text and token items -> id sequences (BOS ... EOS), in order; APIError names the bad item."""
         out: list[np.ndarray | None] = [None] * len(items)
         plain = [(k, it) for k, it in enumerate(items) if isinstance(it, TextItem)]
-        for _, it in plain:
-            if len(it.text) > self.max_text_chars:
-                raise APIError.too_large(
-                    f"text has {len(it.text)} characters, over the limit of {self.max_text_chars}", param=it.param
-                )
+        self.check_chars([it for _, it in plain])
         try:
             encoded = tokenizer.encode([it.text for _, it in plain], truncate)
         except TextTooLongError as exc:
@@ -50,16 +45,9 @@ class ItemPreprocessor:
                     raise APIError.invalid(str(exc), param=it.param) from None
         return out  # type: ignore[return-value]
 
-    def image(self, source: str, spec: ImageSpec) -> np.ndarray:
-        """A data URI or base64 image -> uint8 (H, W, 3); raises ImageError."""
-        return prepare_image(decode_image_source(source, self.image_limits), spec, self.image_limits)
-
-    def images(self, items: list[ImageItem], spec: ImageSpec) -> list[np.ndarray]:
-        """Sequentially, for callers without a thread pool; APIError names the bad item."""
-        out = []
+    def check_chars(self, items: list[TextItem]) -> None:
         for it in items:
-            try:
-                out.append(self.image(it.source, spec))
-            except ImageError as exc:
-                raise image_api_error(exc, it.param) from None
-        return out
+            if len(it.text) > self.max_text_chars:
+                raise APIError.too_large(
+                    f"text has {len(it.text)} characters, over the limit of {self.max_text_chars}", param=it.param
+                )

@@ -54,10 +54,13 @@ class ClipTokenizer:
         kept = ids[: self.context_length - 1] + [self.eos_id]
         return TokenizedText(np.asarray(kept, dtype=np.int32), True)
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """BOS ... EOS ids of each text, before any truncation."""
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
+
     def encode(self, texts: list[str], truncate: bool) -> list[TokenizedText]:
         """Tokenize texts; raises TextTooLongError (with the index) when truncation is off."""
-        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
-        return [self._fit(e.ids, truncate, i) for i, e in enumerate(encodings)]
+        return [self._fit(ids, truncate, i) for i, ids in enumerate(self.token_ids(texts))]
 
     def wrap_ids(self, ids: tuple[int, ...] | list[int], truncate: bool, index: int = 0) -> TokenizedText:
         """Pre-tokenized input: check the ids, then add BOS/EOS unless already present."""

@@ -21,6 +21,7 @@ class ModelCard(BaseModel):
     context_length: int | None = None
     dtype: str | None = None
     device: str | None = None
+    logit_scale: float | None = None  # exp() of the learned temperature used by /v1/classify
 
 
 class ModelList(BaseModel):

@@ -6,6 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import APIError
+from .errors import count_error
 
 
 class BodyTooLarge(HTTPException):
@@ -33,7 +34,7 @@ class BodySizeLimit:
                     err = APIError.too_large(f"request body exceeds the {self.max_bytes}-byte limit")
                     if declared < 0:
                         err = APIError.invalid("invalid Content-Length header")
-                    await _send_error(send, err)
+                    await send_error(send, err)
                     return
         received = 0
 
@@ -49,15 +50,13 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _send_error(send: Send, err: APIError) -> None:
+async def send_error(send: Send, err: APIError) -> None:
+    """Answer with `err` in the envelope straight from ASGI middleware (no app involved)."""
     import orjson
 
+    count_error(err)
     body = orjson.dumps(err.envelope())
-    await send(
-        {
-            "type": "http.response.start",
-            "status": err.status_code,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

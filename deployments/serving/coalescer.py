@@ -4,17 +4,30 @@ encoder call.
 A Ray call costs ~10-15 ms of CPU on a small box, so one call per item would spend the
 machine on RPC. Items wait at most `wait_s` for company, or go at once when a call's worth
 (`max_items`) has gathered. With `max_inflight` calls outstanding, new items keep
-accumulating until a call returns: under load, batches grow by themselves.
+accumulating until a call returns: under load, batches grow by themselves. The waiting
+items are bounded (`max_pending`): past it a request is refused at once with a 503
+instead of queueing without bound, but a request always fits into an empty queue.
+
+If a call that carries several requests' items fails in a way that may come from one
+request's items (`isolate(exc)`), each request's items are sent again on their own, so
+only the request at fault fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Awaitable, Callable, Generic, TypeVar
 
 import numpy as np
 
+from ..protocol.errors import APIError
+from .metrics import metrics
+from .concurrency import start_shared
+
 PayloadT = TypeVar("PayloadT")
+# (item, its waiter, when it was queued, which submit it came from)
+Entry = tuple[np.ndarray, asyncio.Future, float, int]
 
 
 class Coalescer(Generic[PayloadT]):
@@ -26,13 +39,20 @@ class Coalescer(Generic[PayloadT]):
         max_items: int,
         wait_s: float,
         max_inflight: int,
+        max_pending: int | None = None,
+        isolate: Callable[[BaseException], bool] | None = None,
+        metric_tags: dict[str, str] | None = None,
     ) -> None:
         self._call = call
         self._pack = pack
         self.max_items = max_items
         self.wait_s = wait_s
         self.max_inflight = max_inflight
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self.max_pending = max_pending
+        self._isolate = isolate
+        self._pending: list[Entry] = []
+        self._submits = 0
+        self._tags = metric_tags  # {variant, tower}; None records no metrics
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # the oldest pending item has waited its `wait_s`
         self._inflight = 0
@@ -43,12 +63,24 @@ class Coalescer(Generic[PayloadT]):
     def inflight(self) -> int:
         return self._inflight
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     async def submit(self, items: list[np.ndarray]) -> list[np.ndarray]:
         """Embed `items`; returns one row per item, in order. Cancelling the caller
-        withdraws its items that have not been sent yet."""
+        withdraws its items that have not been sent yet. Raises a 503 APIError when the
+        queue is too full to take them."""
+        self._drop_cancelled()
+        if self.max_pending is not None and self._pending and len(self._pending) + len(items) > self.max_pending:
+            raise APIError.unavailable(
+                f"the encoders are at capacity ({len(self._pending)} items waiting); retry shortly", retry_after_s=1
+            )
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self._pending.extend(zip(items, futures))
+        now = time.perf_counter()
+        self._submits += 1
+        self._pending.extend((item, future, now, self._submits) for item, future in zip(items, futures))
         self._schedule()
         try:
             return list(await asyncio.gather(*futures))
@@ -80,8 +112,8 @@ class Coalescer(Generic[PayloadT]):
             self._timer = None
 
     def _drop_cancelled(self) -> None:
-        if any(f.done() for _, f in self._pending):
-            self._pending = [(a, f) for a, f in self._pending if not f.done()]
+        if any(f.done() for _, f, _, _ in self._pending):
+            self._pending = [entry for entry in self._pending if not entry[1].done()]
 
     def _dispatch(self) -> None:
         batch, self._pending = self._pending[: self.max_items], self._pending[self.max_items :]
@@ -90,26 +122,66 @@ class Coalescer(Generic[PayloadT]):
             self._cancel_timer()
         self._inflight += 1
         self.calls += 1
-        task = asyncio.create_task(self._run(batch))
+        task = start_shared(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+    def _record_dispatch(self, batch: list[Entry], started: float) -> None:
+        m = metrics()
+        m.call_items.observe(len(batch), tags=self._tags)
+        waits = {**self._tags, "stage": "coalesce"}
+        for queued_at in {queued_at for _, _, queued_at, _ in batch}:  # items of one submit share it
+            m.queue_wait_seconds.observe(started - queued_at, tags=waits)
+
+    async def _run(self, batch: list[Entry]) -> None:
+        started = time.perf_counter()
+        if self._tags is not None:
+            self._record_dispatch(batch, started)
         try:
-            rows = await self._call(self._pack([array for array, _ in batch]))
-            if len(rows) != len(batch):
-                raise RuntimeError(f"encoder returned {len(rows)} rows for {len(batch)} items")
-            for (_, future), row in zip(batch, rows):
-                if not future.done():
-                    future.set_result(row)
+            try:
+                await self._call_and_deliver(batch)
+            except Exception as exc:
+                groups = self._groups(batch)
+                if len(groups) > 1 and self._isolate is not None and self._isolate(exc):
+                    # Maybe one request's items broke the call: give each request its own.
+                    await asyncio.gather(*(self._call_and_deliver(g, quiet=True) for g in groups))
+                else:
+                    _fail(batch, exc)
         except asyncio.CancelledError:
-            for _, future in batch:
+            for _, future, _, _ in batch:
                 future.cancel()
             raise
-        except Exception as exc:  # every waiter of this call must hear about it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
         finally:
+            if self._tags is not None:  # the router->encoder round trip, failed or not
+                metrics().stage_seconds.observe(time.perf_counter() - started, tags={**self._tags, "stage": "encode"})
             self._inflight -= 1
             self._schedule()
+
+    async def _call_and_deliver(self, batch: list[Entry], quiet: bool = False) -> None:
+        """One encoder call for `batch`; with `quiet`, a failure goes to its waiters only."""
+        try:
+            rows = await self._call(self._pack([array for array, _, _, _ in batch]))
+            if len(rows) != len(batch):
+                raise RuntimeError(f"encoder returned {len(rows)} rows for {len(batch)} items")
+        except Exception as exc:
+            if not quiet:
+                raise
+            _fail(batch, exc)
+            return
+        for (_, future, _, _), row in zip(batch, rows):
+            if not future.done():
+                future.set_result(row)
+
+    @staticmethod
+    def _groups(batch: list[Entry]) -> list[list[Entry]]:
+        groups: dict[int, list[Entry]] = {}
+        for entry in batch:
+            groups.setdefault(entry[3], []).append(entry)
+        return list(groups.values())
+
+
+def _fail(batch: list[Entry], exc: BaseException) -> None:
+    """Every waiter of a failed call must hear about it."""
+    for _, future, _, _ in batch:
+        if not future.done():
+            future.set_exception(exc)

@@ -8,6 +8,7 @@ error mapping and batching behave the same everywhere.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,11 +16,15 @@ import numpy as np
 
 from ..config import LimitsConfig, RouterConfig
 from ..preprocess.image_spec import ImageSpec
-from ..preprocess.images import ImageError, ImageLimits
+from ..preprocess.images import ImageError, ImageLimits, decode_image_source, open_rgb, resize_and_crop
 from ..preprocess.items import ItemPreprocessor, image_api_error
+from ..preprocess.url_policy import UrlRejected
 from ..protocol.errors import APIError
-from ..protocol.inputs import ImageItem, Item
+from ..protocol.inputs import ImageItem, Item, TextItem
+from .concurrency import gather_or_cancel
 from .errors import backend_error
+from .metrics import metrics
+from .url_fetch import UrlFetcher
 from .variants import VariantRuntime
 
 READY_WAIT_S = 10.0
@@ -32,12 +37,22 @@ class Embedded:
     images: int
 
 
+def is_url(source: str) -> bool:
+    return source[:8].lower().startswith(("http://", "https://"))
+
+
 class EmbeddingService:
-    def __init__(self, limits: LimitsConfig, router: RouterConfig) -> None:
+    def __init__(self, limits: LimitsConfig, router: RouterConfig, fetcher: UrlFetcher | None = None,
+                 max_urls_per_request: int = 0) -> None:
         self.limits = limits
-        self.image_limits = ImageLimits(max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels)
+        self.image_limits = ImageLimits(
+            max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels,
+            max_aspect_ratio=limits.max_image_aspect_ratio, formats=frozenset(limits.image_formats),
+        )
         self.items = ItemPreprocessor(self.image_limits, limits.max_text_chars)
         self._decode_pool = ThreadPoolExecutor(router.decode_threads, thread_name_prefix="decode")
+        self.fetcher = fetcher  # None: image URLs are refused (decode_image_source says so)
+        self.max_urls_per_request = max_urls_per_request
 
     def check_count(self, items: list[Item], param: str = "input") -> None:
         if len(items) > self.limits.max_items_per_request:
@@ -57,16 +72,17 @@ class EmbeddingService:
                     code="unsupported_modality",
                 )
         await variant.wait_ready(READY_WAIT_S)
+        metrics().request_items.observe(len(items), tags={"variant": variant.id})
 
         sequences = self._tokenize(variant, [it for _, it in texts], truncate)
-        pixels = await self._decode_images(variant.image_spec, [it for _, it in images])
+        pixels = await self._decode_images(variant, [it for _, it in images])
         jobs = []
         if sequences:
             jobs.append(variant.coalescers["text"].submit(sequences))
         if pixels:
             jobs.append(variant.coalescers["image"].submit(pixels))
         try:
-            results = await asyncio.gather(*jobs)
+            results = await gather_or_cancel(*jobs)
         except Exception as exc:
             raise backend_error(exc) from None
 
@@ -83,16 +99,39 @@ class EmbeddingService:
     def _tokenize(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> list[np.ndarray]:
         if not items:
             return []
+        started = time.perf_counter()
         assert variant.tokenizer is not None
-        return self.items.tokenize(variant.tokenizer, items, truncate)
+        out = self.items.tokenize(variant.tokenizer, items, truncate)
+        metrics().stage_seconds.observe(
+            time.perf_counter() - started, tags={"variant": variant.id, "tower": "text", "stage": "tokenize"}
+        )
+        return out
 
-    async def _decode_images(self, spec: ImageSpec | None, items: list[ImageItem]) -> list[np.ndarray]:
+    def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
+        """Raise the 4xx that `embed` would raise for these texts, without embedding them."""
+        if truncate:  # nothing but the character limit can fail
+            self.items.check_chars(items)
+        else:
+            self._tokenize(variant, items, truncate)
+
+    def _prepare(self, source: str | bytes, spec: ImageSpec) -> tuple[np.ndarray, int, int, float]:
+        """Decode and resize one image (sent inline, or bytes fetched from its URL); also
+        returns its bytes, source pixels and decode seconds."""
+        started = time.perf_counter()
+        data = source if isinstance(source, bytes) else decode_image_source(source, self.image_limits)
+        img = open_rgb(data, spec, self.image_limits)
+        width, height = img.info["source_size"]
+        return resize_and_crop(img, spec), len(data), width * height, time.perf_counter() - started
+
+    async def _decode_images(self, variant: VariantRuntime, items: list[ImageItem]) -> list[np.ndarray]:
         if not items:
             return []
+        spec = variant.image_spec
         assert spec is not None
+        sources = await self._fetch_urls(items)
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, self.items.image, it.source, spec) for it in items),
+            *(loop.run_in_executor(self._decode_pool, self._prepare, source, spec) for source in sources),
             return_exceptions=True,
         )
         for it, result in zip(items, results):
@@ -100,4 +139,38 @@ class EmbeddingService:
                 raise image_api_error(result, it.param)
             if isinstance(result, BaseException):
                 raise result
-        return results  # type: ignore[return-value]
+        m, by_variant = metrics(), {"variant": variant.id}
+        stage = {"variant": variant.id, "tower": "image", "stage": "decode"}
+        for _, nbytes, npixels, seconds in results:
+            m.image_bytes.observe(nbytes, tags=by_variant)
+            m.image_pixels.observe(npixels, tags=by_variant)
+            m.stage_seconds.observe(seconds, tags=stage)
+        return [r[0] for r in results]  # type: ignore[index]
+
+    async def _fetch_urls(self, items: list[ImageItem]) -> list[str | bytes]:
+        """Each item's inline source, or the bytes fetched from its URL. The first failed
+        fetch (in input order among those finished) fails the request and cancels the rest."""
+        urls = [k for k, it in enumerate(items) if is_url(it.source)]
+        sources: list[str | bytes] = [it.source for it in items]
+        if not urls or self.fetcher is None:
+            return sources
+        if len(urls) > self.max_urls_per_request:
+            raise APIError.too_large(
+                f"{len(urls)} image URLs exceed the limit of {self.max_urls_per_request} per request",
+                param=items[urls[self.max_urls_per_request]].param,
+            )
+        tasks = {k: asyncio.ensure_future(self.fetcher.fetch(items[k].source)) for k in urls}
+        try:
+            await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks.values():
+                task.cancel()
+        failures = [(k, t.exception()) for k, t in tasks.items() if t.done() and not t.cancelled() and t.exception()]
+        if failures:
+            k, exc = failures[0]
+            if isinstance(exc, UrlRejected):
+                raise APIError(exc.status, str(exc), param=items[k].param, code=exc.code)
+            raise exc
+        for k, task in tasks.items():
+            sources[k] = task.result()
+        return sources

@@ -12,13 +12,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..protocol.errors import APIError
+from .metrics import error_status, metrics
+from .retry import replica_lost
 
 logger = logging.getLogger("ray.serve")
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+               415: "unsupported_media_type"}
+
+
+def count_error(exc: APIError) -> None:
+    """Every error answer, by its code (a fixed vocabulary), counted at stage `http`."""
+    metrics().errors.inc(tags={"variant": "", "tower": "", "stage": "http", "status": error_status(exc.code)})
 
 
 def _render(exc: APIError) -> JSONResponse:
+    count_error(exc)
     return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)
 
 
@@ -54,15 +63,15 @@ def validation_error(exc: RequestValidationError) -> APIError:
 
 def backend_error(exc: BaseException) -> APIError:
     """Map a failure of an encoder call to what the client should do about it."""
-    from ray import exceptions as ray_exceptions
     from ray.serve import exceptions as serve_exceptions
 
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, serve_exceptions.BackPressureError):
         return APIError.unavailable("the encoders are at capacity; retry shortly", retry_after_s=1)
-    if isinstance(exc, (ray_exceptions.ActorDiedError, ray_exceptions.ActorUnavailableError, ray_exceptions.RayActorError)):
-        return APIError.unavailable("an encoder replica went away; retry", retry_after_s=1, code="replica_unavailable")
+    if replica_lost(exc) or isinstance(exc, serve_exceptions.DeploymentUnavailableError):
+        # Reached only once the retries on other replicas are spent.
+        return APIError.unavailable("encoder replicas went away; retry", retry_after_s=1, code="replica_unavailable")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return APIError(504, "the encoders did not answer in time", type="server_error", code="timeout")
     logger.error("encoder call failed: %r", exc)

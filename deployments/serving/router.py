@@ -12,7 +12,11 @@ from .state import RouterState
 
 ROUTER_DEFAULTS: dict[str, Any] = {
     "ray_actor_options": {"num_cpus": 1},
+    # Above router.max_concurrent_requests (192): the router answers overload itself, in
+    # the envelope; the proxy's queue below is the backstop (a plain-text 503).
     "max_ongoing_requests": 256,
+    "max_queued_requests": 256,
+    "backpressure_config": {"status_code": 503, "retry_after_s": 1},
 }
 
 
@@ -25,3 +29,13 @@ class Router:
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self.state)
+
+    async def stats(self) -> dict[str, Any]:
+        """Work in progress in this replica, and its pid (tests, debugging)."""
+        import os
+
+        return {"pid": os.getpid(), **self.state.stats()}
+
+    async def label_cache_stats(self) -> dict[str, Any]:
+        """This replica's label cache counters and the weights each variant runs (tests, debugging)."""
+        return {**self.state.label_cache.stats(), "fingerprints": {v.id: v.fingerprint for v in self.state.variants}}

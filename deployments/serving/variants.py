@@ -15,6 +15,9 @@ from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
 from .coalescer import Coalescer
 from .payloads import pack_images, pack_tokens
+from .retry import input_specific, with_retries
+from .scoring import DEFAULT_LOGIT_SCALE
+from .concurrency import start_shared
 
 logger = logging.getLogger("ray.serve")
 
@@ -23,12 +26,17 @@ class VariantRuntime:
     def __init__(self, config: VariantConfig, handles: dict[str, Any], router: RouterConfig) -> None:
         self.config = config
         self.handles = handles
+        self.retries = router.encoder_retries
+        self.retried_calls = {tower: 0 for tower in handles}  # encoder calls sent again after a replica loss
         self.created = int(time.time())
         self.infos: dict[str, TowerInfo] = {}
         self.image_spec: ImageSpec | None = None
         self.tokenizer: ClipTokenizer | None = None
         self.load_error: str | None = None
         self._ready: asyncio.Event | None = None
+        # The weights the encoders last said they run (every encoder call reports it).
+        self.fingerprint: str | None = None
+        self._refreshes: dict[str, asyncio.Task] = {}
         self.coalescers = {
             tower: Coalescer(
                 self._encoder_call(tower),
@@ -36,6 +44,9 @@ class VariantRuntime:
                 max_items=router.max_items_per_call,
                 wait_s=router.coalesce_wait_ms / 1000,
                 max_inflight=router.max_inflight_calls,
+                max_pending=router.max_pending_items,
+                isolate=input_specific,
+                metric_tags={"variant": config.id, "tower": tower},
             )
             for tower in handles
         }
@@ -43,10 +54,52 @@ class VariantRuntime:
     def _encoder_call(self, tower: str):
         handle = self.handles[tower]
 
+        tags = {"variant": self.id, "tower": tower}
+
+        def count() -> None:
+            self.retried_calls[tower] += 1
+
         async def call(payload: Any):
-            return await handle.embed.remote(payload)
+            fingerprint, rows = await with_retries(lambda: handle.embed_tagged.remote(payload), self.retries, tags, count)
+            self.observe_fingerprint(tower, fingerprint)
+            return rows
 
         return call
+
+    def observe_fingerprint(self, tower: str, fingerprint: str) -> None:
+        """An encoder reported its weights. New weights (a redeploy, a restarted replica
+        that loaded changed files): from now on results are keyed by the new fingerprint,
+        and the tower's info (temperature, tokenizer, preprocessing) is fetched again."""
+        if fingerprint != self.fingerprint:
+            logger.info("variant %s: %s encoder runs weights %s (was %s)", self.id, tower, fingerprint, self.fingerprint)
+            self.fingerprint = fingerprint
+        info = self.infos.get(tower)
+        if info is not None and info.fingerprint != fingerprint and tower not in self._refreshes:
+            self._refreshes[tower] = start_shared(self._refresh(tower, fingerprint))
+
+    async def _refresh(self, tower: str, fingerprint: str) -> None:
+        try:
+            info = TowerInfo.from_dict(await self.handles[tower].info.remote())
+            if info.fingerprint == fingerprint:  # not an old replica still draining
+                self._install(info)
+        except Exception as exc:
+            logger.warning("variant %s: could not refresh %s encoder info: %r", self.id, tower, exc)
+        finally:
+            self._refreshes.pop(tower, None)
+
+    async def settled(self) -> None:
+        """Wait for info refreshes after a weights change (returns at once when none)."""
+        if self._refreshes:
+            await asyncio.gather(*list(self._refreshes.values()), return_exceptions=True)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp() of the learned temperature; the text tower's, else the image tower's."""
+        for tower in ("text", "image"):
+            info = self.infos.get(tower)
+            if info is not None and info.logit_scale is not None:
+                return float(info.logit_scale)
+        return DEFAULT_LOGIT_SCALE
 
     @property
     def id(self) -> str:
@@ -94,6 +147,8 @@ class VariantRuntime:
             self.tokenizer = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
             info.tokenizer = None  # the JSON is large; the live tokenizer is what we keep
         self.infos[info.tower] = info
+        if self.fingerprint is None:
+            self.fingerprint = info.fingerprint
 
     async def wait_ready(self, timeout_s: float) -> None:
         if self.ready:
@@ -122,6 +177,7 @@ class VariantRuntime:
             "context_length": self.tokenizer.context_length if self.tokenizer else None,
             "dtype": info.dtype if info else None,
             "device": info.device if info else None,
+            "logit_scale": self.logit_scale if info else None,
         }
 
 

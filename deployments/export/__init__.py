@@ -1,0 +1,1 @@
+"""Offline tools that turn servable checkpoints into other runtimes' formats (torch needed)."""

@@ -1,0 +1,202 @@
+"""Classify vs embed: with its labels cached, a /v1/classify request should cost about one
+image embedding. Serves a ViT-B/32-sized CLIP (random weights, built once in a temp dir)
+on a local Ray cluster and compares, at low load (one client, sequential requests), the
+p50 latency of classifying an image against 10 cached labels with the p50 of embedding
+the same image. Prints the machine, the figures and the ratio (target: <= 1.2).
+
+    python scripts/bench_classify.py [--requests 40] [--keep-model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# Replicas must import this checkout too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+MODEL_ID = "bench/vit-b-32-random"
+VIT_B_32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
+            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
+LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
+
+
+def photo_jpeg(width: int = 640, height: int = 480) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([127 + 100 * np.sin(x / (9 + 4 * c)) * np.cos(y / (13 + 3 * c)) for c in range(3)], -1)
+    rgb += rng.normal(0, 10, size=rgb.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
+    """What classify adds in the router beyond the image embedding, measured in process:
+    label validation, cache lookup (all hits), ensembling, scoring and the JSON body."""
+    import asyncio
+
+    import numpy as np
+
+    from deployments.protocol.labels import PromptLimits, build_prompts
+    from deployments.serving import scoring
+    from deployments.serving.label_cache import LabelCache
+    from deployments.serving.responses import JSONBytes
+    from deployments.serving.routes.classify import classification
+    from deployments.serving.zero_shot import Classified
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, dim)).astype(np.float32)
+    cache = LabelCache(10_000, 2**30)
+
+    async def encode(prompts):
+        vectors = rng.normal(size=(len(prompts), dim)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), "weights"
+
+    async def one() -> None:
+        prompts = build_prompts(LABELS, PromptLimits(1000, 100, 20_000), hypothesis_template="a photo of a {}.")
+        found = await cache.lookup("bench", "weights", prompts.prompts, encode)
+        classes = scoring.ensemble(found.vectors[np.asarray(prompts.index)])
+        cosines = scoring.cosine_matrix(image, classes)
+        result = Classified(cosines, scoring.probabilities(cosines, 100.0), 100.0, 0, 1, len(LABELS), len(LABELS))
+        JSONBytes({"data": [classification(0, prompts.labels, result, None)]})
+
+    async def run() -> float:
+        await one()  # fills the cache
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            await one()
+        return (time.perf_counter() - t0) / rounds * 1e6
+
+    return asyncio.run(run())
+
+
+def p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=40, help="measured requests per kind")
+    parser.add_argument("--keep-model", help="build the checkpoint here (reused if present) instead of a temp dir")
+    parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
+    args = parser.parse_args()
+
+    import httpx
+    import ray
+    from ray import serve
+
+    from deployments.checkpoint_builder import build_clip_checkpoint
+    from deployments.launch import app_config, deploy
+
+    workdir = Path(args.keep_model) if args.keep_model else Path(tempfile.mkdtemp(prefix="bench-classify-"))
+    started = time.time()
+    if not (workdir / "model.safetensors").is_file():
+        build_clip_checkpoint(workdir, seed=0, **VIT_B_32)
+    print(f"checkpoint ready in {time.time() - started:.0f}s: {workdir}", flush=True)
+
+    if not args.port:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            args.port = s.getsockname()[1]
+    cpus = os.cpu_count() or 2
+    app = {
+        "variants": [{
+            "id": MODEL_ID, "source": str(workdir), "cpu_threads": cpus,
+            "image_deployment": {"ray_actor_options": {"num_cpus": 1}},
+            "text_deployment": {"ray_actor_options": {"num_cpus": 0.5}},
+        }],
+        "router": {"deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
+    }
+    ray.init(num_cpus=max(4, cpus), include_dashboard=False, log_to_driver=False)
+    try:
+        deploy([app_config(app)], "127.0.0.1", args.port)
+        image = {"image": base64.b64encode(photo_jpeg()).decode()}
+        embed_body = {"model": MODEL_ID, "input": [image]}
+        classify_body = {"model": MODEL_ID, "input": [image], "labels": LABELS, "hypothesis_template": "a photo of a {}."}
+        with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120) as client:
+            def timed(path: str, body: dict) -> tuple[float, dict]:
+                t0 = time.perf_counter()
+                r = client.post(path, json=body)
+                elapsed = time.perf_counter() - t0
+                r.raise_for_status()
+                return elapsed, r.json()
+
+            _, first = timed("/v1/classify", classify_body)  # fills the label cache
+            assert first["usage"]["cached_prompts"] == 0
+            for _ in range(5):  # warm both paths
+                timed("/v1/embeddings", embed_body)
+                timed("/v1/classify", classify_body)
+            load_before = os.getloadavg()[0]
+            embed_s, classify_s = [], []
+            for i in range(args.requests):  # interleaved ABBA, so drift and order hit both alike
+                for kind in (("embed", "classify") if i % 2 == 0 else ("classify", "embed")):
+                    if kind == "embed":
+                        embed_s.append(timed("/v1/embeddings", embed_body)[0])
+                        continue
+                    elapsed, out = timed("/v1/classify", classify_body)
+                    assert out["usage"]["cached_prompts"] == len(LABELS) and out["usage"]["prompt_tokens"] == 0
+                    classify_s.append(elapsed)
+        ratio = p50_ms(classify_s) / p50_ms(embed_s)
+        dtype = json.loads(httpx.get(f"http://127.0.0.1:{args.port}/v1/models/{MODEL_ID}").text)["dtype"]
+        print(json.dumps({
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "command": "python " + " ".join(sys.argv),
+            "model": f"ViT-B/32-sized random CLIP, {dtype}",
+            "image": "640x480 JPEG",
+            "labels": len(LABELS),
+            "requests_each": args.requests,
+            "embed_p50_ms": round(p50_ms(embed_s), 1),
+            "classify_p50_ms": round(p50_ms(classify_s), 1),
+            "embed_p90_ms": round(sorted(embed_s)[int(0.9 * len(embed_s))] * 1000, 1),
+            "classify_p90_ms": round(sorted(classify_s)[int(0.9 * len(classify_s))] * 1000, 1),
+            "embed_min_ms": round(min(embed_s) * 1000, 1),
+            "classify_min_ms": round(min(classify_s) * 1000, 1),
+            # The machine may be shared: the 1-minute load average says how quiet it was.
+            "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "ratio_p50": round(ratio, 3),
+            "router_side_classify_us": round(router_side_us(), 1),
+            "target": "<= 1.2",
+            "pass": ratio <= 1.2,
+        }, indent=2))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if not args.keep_model:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

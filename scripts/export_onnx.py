@@ -1,0 +1,50 @@
+"""Export a servable CLIP checkpoint to ONNX in the Xenova/Transformers.js layout.
+
+    python scripts/export_onnx.py SOURCE OUT_DIR [--quantize] [--fp16] [--combined] [--opset 17]
+
+SOURCE is a hub id (through the Hugging Face cache, like serving) or a local folder.
+Serve the result with `backend: onnx` and `source: OUT_DIR` (add `onnx_dtype: q8` for the
+int8 graphs). Every graph is checked against torch on example inputs before it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deployments.export.onnx_graphs import EXPORTERS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("source", help="hub id or local checkpoint folder")
+    ap.add_argument("out_dir", help="folder to write (created if needed)")
+    ap.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    ap.add_argument("--quantize", action="store_true", help="also write dynamic int8 graphs (*_quantized.onnx)")
+    ap.add_argument("--fp16", action="store_true", help="also write fp16-weight graphs (*_fp16.onnx), for GPUs")
+    ap.add_argument("--combined", action="store_true", help="also write onnx/model.onnx with both towers")
+    ap.add_argument("--towers", default="image,text", help="comma-separated towers to export")
+    ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--exporter", choices=EXPORTERS, default="auto")
+    ap.add_argument("--allow-pickle-weights", action="store_true",
+                    help="read pytorch_model.bin when the checkpoint has no safetensors (pickle can run code)")
+    args = ap.parse_args(argv)
+
+    from deployments.export.onnx_export import export_onnx
+
+    report = export_onnx(
+        args.source, args.out_dir, revision=args.revision, quantize=args.quantize, fp16=args.fp16,
+        combined=args.combined, towers=tuple(t.strip() for t in args.towers.split(",") if t.strip()),
+        opset=args.opset, exporter=args.exporter, allow_pickle_weights=args.allow_pickle_weights,
+    )
+    print(f"exported {args.source} to {report.out_dir} ({report.exporter} exporter)")
+    for name, cos in report.cosines.items():
+        print(f"  {name:40s} cosine to torch {cos:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""A corpus of hostile inputs against the live service, while a good client keeps going:
+every bad request gets a 4xx in the OpenAI envelope (never a 5xx, never a hang), and the
+good client's answers stay correct throughout. Complements test_errors_api.py (field
+mistakes) with malformed, truncated, polyglot and bomb files and malformed bodies, on
+every endpoint."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from conftest import HUB_ID
+from helpers import b64, cosine, encode, natural_image
+from PIL import Image
+from test_errors_api import assert_envelope
+
+GOOD = encode(natural_image(40, 32, seed=21))
+JPEG = encode(natural_image(64, 48, seed=22), "JPEG")
+GIF = encode(natural_image(32, 32, seed=23).convert("P"), "GIF")
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int, bit_depth: int = 8, color: int = 2) -> bytes:
+    """A PNG that declares a size and carries (almost) no pixels: a decompression bomb's
+    header costs nothing to send."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def flip(data: bytes, every: int = 7) -> bytes:
+    out = bytearray(data)
+    for i in range(len(out) // 3, len(out), every):
+        out[i] ^= 0x5A
+    return bytes(out)
+
+
+BAD_IMAGES = {
+    "truncated png": GOOD[: len(GOOD) // 2],
+    "truncated jpeg": JPEG[: len(JPEG) // 3],
+    "truncated gif": GIF[:40],
+    "corrupt png": flip(GOOD),
+    "png signature only": b"\x89PNG\r\n\x1a\n",
+    "zero-size png": png_header_only(0, 0),
+    "zero-width png": png_header_only(0, 10),
+    "png bomb 50000x50000": png_header_only(50_000, 50_000),
+    "png bomb 16-bit 20000x20000": png_header_only(20_000, 20_000, bit_depth=16),
+    "aspect bomb 1x10000": png_header_only(1, 10_000),
+    "aspect bomb 30000x2": png_header_only(30_000, 2),
+    "gif bomb": b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b",\x00\x00\x00\x00"
+                + struct.pack("<HH", 65535, 65535) + b"\x00\x02\x02D\x01\x00;",
+    "gif/js polyglot": b"GIF89a/*\x00\x00\x00\x00*/=alert(document.domain);//;",
+    "html as png": b"<html><script>alert(1)</script></html>",
+    "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+    "pdf with jpeg magic": b"\xff\xd8\xff\xe0%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF",
+    "zip after a png signature": b"\x89PNG\r\n\x1a\nPK\x03\x04" + b"\0" * 60,
+    "ico": b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + b"\0" * 40,
+    "ppm": encode(Image.new("RGB", (4, 4)), "PPM"),  # a real format the server does not accept
+    "all zeros": b"\0" * 4096,
+    "random bytes": np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+}
+
+
+def image_body(data: bytes) -> dict:
+    return {"model": HUB_ID, "input": [{"image": b64(data)}]}
+
+
+BAD_JSON_BODIES = {
+    "invalid utf-8 in a string": b'{"model": "x", "input": "\xc3\x28\xa0\xa1"}',
+    "deeply nested arrays": b'{"model": "x", "input": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    "deeply nested objects": b'{"model": "x", "input": ' + b'{"a":' * 20_000 + b"1" + b"}" * 20_000 + b"}",
+    "nested 200 deep": b'{"model": "' + HUB_ID.encode() + b'", "input": ' + b"[" * 200 + b"]" * 200 + b"}",
+    "NaN dimensions": b'{"model": "' + HUB_ID.encode() + b'", "input": "x", "dimensions": NaN}',
+    "huge number": b'{"model": "' + HUB_ID.encode() + b'", "input": "x", "dimensions": 1e400}',
+    "truncated json": b'{"model": "' + HUB_ID.encode() + b'", "input": ["a", ',
+    "a bare string": b'"just a string"',
+    "null": b"null",
+    "bom then json": b'\xef\xbb\xbf{"model": "x", "input": "x"}',
+    "utf-16 json": '{"model": "x", "input": "x"}'.encode("utf-16"),
+    "huge base64 in input": b'{"model": "' + HUB_ID.encode() + b'", "input": [{"image": "' + b"QUFB" * 400_000 + b'"}]}',
+    "token ids as floats": b'{"model": "' + HUB_ID.encode() + b'", "input": [[49406.5, 320]]}',
+    "negative token ids": b'{"model": "' + HUB_ID.encode() + b'", "input": [[-1, 320]]}',
+    "enormous token id": b'{"model": "' + HUB_ID.encode() + b'", "input": [[' + b"9" * 400 + b"]]}",
+}
+
+WRONG_TYPES = [
+    ("/v1/classify", {"model": HUB_ID, "input": ["x"], "labels": "cat"}),
+    ("/v1/classify", {"model": HUB_ID, "input": ["x"], "labels": [1, 2]}),
+    ("/v1/classify", {"model": HUB_ID, "input": ["x"], "labels": ["a", "b"], "top_k": "all"}),
+    ("/v1/classify", {"model": HUB_ID, "input": ["x"], "labels": ["a", "b"], "templates": "a {}"}),
+    ("/v1/classify", {"model": HUB_ID, "input": [{"image": b64(BAD_IMAGES["png bomb 50000x50000"])}],
+                      "labels": ["a", "b"]}),
+    ("/v1/rerank", {"model": HUB_ID, "query": ["a"], "documents": ["b"]}),
+    ("/v1/rerank", {"model": HUB_ID, "query": "a", "documents": "b"}),
+    ("/v1/rerank", {"model": HUB_ID, "query": {"image": b64(BAD_IMAGES["gif/js polyglot"])}, "documents": ["b"]}),
+    ("/v1/similarity", {"model": HUB_ID, "queries": "a", "candidates": [None]}),
+    ("/v1/similarity", {"model": HUB_ID, "queries": [{"image": 5}], "candidates": ["b"]}),
+    ("/v1/tokenize", {"model": HUB_ID, "input": [["nested"]]}),
+    ("/v1/tokenize", {"model": HUB_ID, "input": {"text": 5}}),
+    ("/v1/embeddings", {"model": HUB_ID, "input": [{"type": "image_url", "image_url": {"url": 5}}]}),
+    ("/v1/embeddings", {"model": HUB_ID, "input": [{"type": "image_url", "image_url": "file:///etc/passwd"}]}),
+    ("/v1/embeddings", {"model": HUB_ID, "input": [{"image": "data:image/png;base64," + "A" * 10 + "%%"}]}),
+    ("/v1/embeddings", {"model": HUB_ID, "input": [True, False]}),
+    ("/v1/embeddings", {"model": HUB_ID, "input": [{"text": ["a"]}]}),
+    ("/v1/embeddings", {"model": {"id": HUB_ID}, "input": "x"}),
+    ("/v1/embeddings", {"model": HUB_ID, "input": "x", "truncate": "maybe"}),
+    (f"/models/{HUB_ID}", {"inputs": 5, "parameters": {"candidate_labels": ["a", "b"]}}),
+    (f"/models/{HUB_ID}", {"inputs": b64(BAD_IMAGES["truncated jpeg"]), "parameters": {"candidate_labels": ["a", "b"]}}),
+    (f"/models/{HUB_ID}", {"inputs": b64(GOOD), "parameters": "cat"}),
+]
+
+
+class GoodClient:
+    """Sends correct image requests in a loop on its own connection; records every answer."""
+
+    def __init__(self, server: str, reference) -> None:
+        self.server = server
+        self.expected = reference.image(GOOD)
+        self.results: list[tuple[int, float]] = []  # (status, cosine to the reference)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = image_body(GOOD)
+        with httpx.Client(base_url=self.server, timeout=60) as client:
+            for _ in range(10_000):  # bounded; stops when told
+                if self._stop.is_set():
+                    return
+                r = client.post("/v1/embeddings", json=body)
+                similarity = cosine(r.json()["data"][0]["embedding"], self.expected) if r.status_code == 200 else 0.0
+                self.results.append((r.status_code, float(similarity)))
+
+    def __enter__(self) -> GoodClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+@pytest.fixture(scope="module")
+def good_client(server, reference):
+    with GoodClient(server, reference) as good:
+        yield good
+    assert good.results, "the good client sent nothing"
+    assert all(status == 200 and similarity >= 0.9999 for status, similarity in good.results), good.results
+
+
+def assert_4xx(r: httpx.Response) -> dict:
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    return assert_envelope(r, r.status_code)
+
+
+@pytest.mark.parametrize("name", list(BAD_IMAGES))
+def test_bad_image_files(client, good_client, name):
+    error = assert_4xx(client.post("/v1/embeddings", json=image_body(BAD_IMAGES[name])))
+    assert error["param"] == "input[0].image"
+
+
+@pytest.mark.parametrize("name", list(BAD_JSON_BODIES))
+def test_malformed_bodies(client, good_client, name):
+    started = time.monotonic()
+    r = client.post("/v1/embeddings", content=BAD_JSON_BODIES[name], headers={"content-type": "application/json"})
+    assert_4xx(r)
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("path, body", WRONG_TYPES, ids=[f"{p}-{i}" for i, (p, _) in enumerate(WRONG_TYPES)])
+def test_wrong_types_on_every_endpoint(client, good_client, path, body):
+    assert_4xx(client.post(path, json=body))
+
+
+@pytest.mark.parametrize("headers, content", [
+    ({"content-type": "text/plain"}, b'{"model": "x", "input": "x"}'),
+    ({"content-type": "application/x-www-form-urlencoded"}, b"model=x&input=y"),
+    ({"content-type": "multipart/form-data; boundary=zz"}, b"--zz\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n--zz--"),
+    ({"content-type": "application/json", "content-encoding": "gzip"}, zlib.compress(b"{}")),
+    ({"content-type": "application/json"}, b""),
+])
+def test_odd_content_types_and_empty_bodies(client, good_client, headers, content):
+    assert_4xx(client.post("/v1/embeddings", content=content, headers=headers))
+
+
+def test_many_bad_requests_at_once(server, good_client):
+    """A burst of concurrent bad requests of every kind: all 4xx, the good client unharmed."""
+    bodies = [image_body(data) for data in BAD_IMAGES.values()]
+
+    def send(body):
+        with httpx.Client(base_url=server, timeout=60) as c:
+            return c.post("/v1/embeddings", json=body)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        for r in pool.map(send, bodies * 2):
+            assert_4xx(r)

@@ -1,0 +1,64 @@
+"""Chaos, overload and a short soak on a local multi-node Ray cluster, run by
+scripts/reliability.py in its own process (a second Ray cluster cannot share the test
+session's driver). Short windows here; docs/reliability.md records the full-length runs
+(`python scripts/reliability.py overload --seconds 60`, `soak --minutes 30`, `chaos`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import run_json_scenario
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reliability.py"
+BUDGET_S = 360
+LOAD_CONCURRENCY = 6  # scripts/reliability.py: clients in flight during chaos
+
+
+@pytest.fixture(scope="module")
+def report(model_dir) -> dict:
+    command = [sys.executable, str(SCRIPT), "all", "--seconds", "8", "--minutes", "0.25", "--heal-wait-s", "8",
+               "--model-dir", str(model_dir)]
+    return run_json_scenario(command, BUDGET_S)
+
+
+def test_overload_sheds_fast_in_the_envelope_and_keeps_accepted_latency_bounded(report):
+    capacity, over = report["capacity"], report["overload"]
+    assert capacity["req_per_s"] > 5 and capacity["failed"] == 0, capacity
+    assert over["offered_req_per_s"] >= 2.5 * capacity["req_per_s"], over  # the load really was ~3x
+    assert over["failed"] == 0, over  # every answer: 200, or 503 in the envelope (no 5xx, no plain text)
+    assert over["rejected"] > over["sent"] / 4, over  # overload was refused ...
+    assert over["ok"] >= 0.25 * capacity["req_per_s"] * over["seconds"], over  # ... while work still got done
+    # bounds relative to the unloaded run, generous for a shared 2-core machine
+    assert over["ok_p99_s"] <= max(5.0, 10 * capacity["ok_p99_s"]), over
+    assert over["rejected_p99_s"] <= max(2.0, 4 * capacity["ok_p99_s"]), over
+    for replica, before in report["rss_before_mb"].items():
+        assert report["rss_after_mb"][replica] - before < 64, (replica, report["rss_after_mb"])  # memory stays flat
+
+
+def test_short_soak_serves_everything_without_memory_growth(report):
+    soak = report["soak"]
+    assert soak["sent"] > 100 and soak["failed"] == 0 and soak["rejected"] == 0, soak
+    assert all(growth < 32 for growth in soak["rss_growth_mb"].values()), soak["rss_growth_mb"]
+
+
+def test_a_killed_encoder_replica_fails_no_request(report):
+    event = report["chaos"]["encoder_replica_killed"]
+    assert event["failed_after_event"] == 0, json.dumps(event)  # its calls were retried on the other replica
+    assert event["ok"] > 50, json.dumps(event)
+
+
+def test_a_killed_router_fails_at_most_its_requests_in_flight(report):
+    event = report["chaos"]["router_replica_killed"]
+    assert event["failed_after_event"] <= LOAD_CONCURRENCY, json.dumps(event)
+    assert event["recovery_s"] <= 10, json.dumps(event)  # the other router took over
+    assert event["ok"] > 50, json.dumps(event)
+
+
+def test_a_lost_worker_node_is_recovered(report):
+    event = report["chaos"]["worker_node_removed"]
+    assert event["failed_after_event"] <= LOAD_CONCURRENCY, json.dumps(event)  # encoder calls there were retried
+    assert event["recovery_s"] <= 30, json.dumps(event)
+    assert event["ok"] > 50, json.dumps(event)
