@@ -15,15 +15,27 @@ import time
 from pathlib import Path
 
 
-def _banner(host: str, port: int, model: str) -> str:
+def _banner(host: str, port: int, model: str, demo: bool = False) -> str:
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    return f"""
+    texts = '["a red circle", "a blue square"]' if demo else '["a photo of a cat", "a diagram"]'
+    text = f"""
 clip-serve is up at {base}   (Ctrl-C stops it)
   curl {base}/v1/models
   curl {base}/v1/embeddings -H 'Content-Type: application/json' \\
-       -d '{{"model": "{model}", "input": ["a photo of a cat", "a diagram"]}}'
-  API docs: {base}/docs    playground: {base}/
+       -d '{{"model": "{model}", "input": {texts}}}'
 """
+    if demo:
+        # The demo model knows coloured shapes: draw one and classify it zero-shot.
+        text += f"""
+  Zero-shot classification (the demo model was trained on coloured shapes):
+  python -m deployments sample-image red circle --out shape.png
+  curl {base}/v1/classify -H 'Content-Type: application/json' \\
+       -d '{{"model": "{model}", "labels": ["a red circle", "a blue square", "a green triangle", "a yellow star"],
+            "input": [{{"image": "'$(base64 -w0 shape.png)'"}}]}}'
+  curl {base}/v1/embeddings -H 'Content-Type: application/json' \\
+       -d '{{"model": "{model}", "input": [{{"image": "'$(base64 -w0 shape.png)'"}}, {{"text": "a red circle"}}]}}'
+"""
+    return text + f"  API docs: {base}/docs    playground: {base}/\n"
 
 
 def _wait_ready(base: str, timeout_s: float = 120.0) -> None:
@@ -55,7 +67,7 @@ def serve_command(args: argparse.Namespace) -> int:
         from .demo import DEMO_ID, demo_args, ensure_demo_model
 
         folder = ensure_demo_model()
-        print(f"serving the embedded demo model from {folder} (random weights; see README for real models)")
+        print(f"serving the embedded demo model from {folder} (trained on synthetic shapes; see README for real models)")
         applications = [app_config(demo_args(folder))]
         first_model = DEMO_ID
 
@@ -73,7 +85,7 @@ def serve_command(args: argparse.Namespace) -> int:
                  include_dashboard=args.dashboard)
     deploy(applications, args.host, args.port)
     _wait_ready(f"http://127.0.0.1:{args.port}")
-    print(_banner(args.host, args.port, first_model), flush=True)
+    print(_banner(args.host, args.port, first_model, demo=not args.config), flush=True)
     if args.detach:
         return 0
     stop = threading.Event()
@@ -94,6 +106,17 @@ def build_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_image_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .jobs.synthetic import render_shape
+
+    rng = np.random.default_rng(args.seed)
+    render_shape(rng, args.colour, args.shape, args.background, args.size_word, args.pixels).save(args.out)
+    print(args.out)
+    return 0
+
+
 def catalogue_command(args: argparse.Namespace) -> int:
     import json
 
@@ -104,6 +127,8 @@ def catalogue_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .jobs.synthetic import BACKGROUNDS, COLOURS, SHAPES, SIZES
+
     parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="start Ray Serve with the API")
@@ -118,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build-demo", help="build the embedded demo model and print its folder")
     b.add_argument("--out")
     b.set_defaults(func=build_demo_command)
+    i = sub.add_parser("sample-image", help="draw a coloured shape like the demo model was trained on")
+    i.add_argument("colour", choices=list(COLOURS))
+    i.add_argument("shape", choices=list(SHAPES))
+    i.add_argument("--out", default="shape.png", help="PNG file to write")
+    i.add_argument("--background", choices=list(BACKGROUNDS), default="white")
+    i.add_argument("--size-word", choices=list(SIZES), default="large", help="small or large shape")
+    i.add_argument("--pixels", type=int, default=128, help="image side")
+    i.add_argument("--seed", type=int, default=0)
+    i.set_defaults(func=sample_image_command)
     c = sub.add_parser("catalogue", help="list the known CLIP variants (serve one by its id alone)")
     c.add_argument("--json", action="store_true", help="every field, as JSON")
     c.set_defaults(func=catalogue_command)

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .backends.checkpoint import SERVING_FILES
 from .preprocess.image_spec import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .preprocess.vocab import write_vocab_files
 
@@ -107,11 +108,26 @@ def write_tokenizer(out_dir: Path, context_length: int = 77, bpe_path: Path | No
     tok.save_pretrained(str(out_dir))
 
 
-def save_clip_checkpoint(model: Any, out_dir: Path, *, bpe_path: Path | None = None) -> Path:
-    """Save a CLIPModel with tokenizer and preprocessor config as a servable folder."""
+# A checkpoint's files besides config and weights: how it tokenizes and preprocesses.
+ASSET_FILES = tuple(f for f in SERVING_FILES if f != "config.json" and "safetensors" not in f)
+
+
+def save_clip_checkpoint(
+    model: Any, out_dir: Path, *, bpe_path: Path | None = None, assets_from: Path | None = None
+) -> Path:
+    """Save a CLIPModel with tokenizer and preprocessor config as a servable folder.
+
+    `assets_from`: a checkpoint folder whose tokenizer and preprocessor files are copied
+    as they are (a fine-tuned hub model keeps its own); otherwise CLIP's are written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
+    if assets_from is not None:
+        copied = [name for name in ASSET_FILES if (Path(assets_from) / name).is_file()]
+        for name in copied:
+            shutil.copyfile(Path(assets_from) / name, out_dir / name)
+        if copied:
+            return out_dir
     vision = model.config.vision_config
     context = model.config.text_config.max_position_embeddings
     write_tokenizer(out_dir, context, bpe_path)

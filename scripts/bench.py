@@ -124,6 +124,18 @@ def machine() -> str:
     return f"{os.cpu_count()} vCPU {model}, {mem:.0f} GiB, no GPU"
 
 
+def record(path: str, title: str, script: str, details: str, report: str) -> None:
+    """Append a result to a markdown file under a heading with date, commit and machine."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    header = (f"\n## {title}{datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
+              f"Command: `python scripts/{script} {' '.join(sys.argv[1:])}` ({details}, load "
+              f"{os.getloadavg()[0]:.2f} at the end)\n\n")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(header + report + "\n")
+
+
 def fmt_row(cells: list[str], widths: list[int]) -> str:
     return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 
@@ -218,14 +230,8 @@ def main() -> int:
     report = "\n".join(lines)
     print("\n" + report)
     if args.record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
-        header = (f"\n## {datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
-                  f"Command: `python scripts/bench.py {' '.join(sys.argv[1:])}` (dtype {args.dtype}, "
-                  f"{args.threads} threads per encoder, {args.seconds:.0f} s per scenario, load "
-                  f"{os.getloadavg()[0]:.2f} at the end)\n\n")
-        with open(args.record, "a") as f:
-            f.write(header + report + "\n")
+        record(args.record, "", "bench.py", f"dtype {args.dtype}, {args.threads} threads per encoder, "
+               f"{args.seconds:.0f} s per scenario", report)
     return 0
 
 

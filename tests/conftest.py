@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,32 @@ def client(server):
 
     with httpx.Client(base_url=server, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory) -> Path:
+    """CLIP_SERVE_HOME for this session: the demo model is trained into it once and
+    reused by every test that needs it (test_quickstart's server included)."""
+    return tmp_path_factory.mktemp("clip-serve-home")
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(demo_home) -> Path:
+    from deployments.demo import DEMO_VERSION, ensure_demo_model
+
+    return ensure_demo_model(demo_home / f"demo-{DEMO_VERSION}")
+
+
+@contextmanager
+def extra_app(port: int, wide_model_dir: Path, name: str, route_prefix: str, args: dict):
+    """Serve `args` as a second application (own route prefix) beside the session app;
+    removed again afterwards by re-applying the session app alone."""
+    from deployments.launch import app_config
+    from deployments.launch import deploy as apply
+
+    session_app = app_config(app_args(wide_model_dir))
+    apply([session_app, {**app_config(args), "name": name, "route_prefix": route_prefix}], "127.0.0.1", port)
+    try:
+        yield f"http://127.0.0.1:{port}{route_prefix}"
+    finally:
+        apply([session_app], "127.0.0.1", port)

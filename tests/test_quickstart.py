@@ -1,5 +1,6 @@
-"""The README's first command, minus the install: `python -m deployments serve` builds the
-embedded demo model offline, serves it, answers curl, and stops cleanly on Ctrl-C."""
+"""The README's first command, minus the install: `python -m deployments serve` serves the
+embedded demo model offline (trained once per test session into CLIP_SERVE_HOME, as the
+first start would), prints a working example, answers curl, and stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import httpx
 from helpers import REPO, b64, encode, free_port, natural_image
 
 
-def test_serve_command_runs_the_demo_offline(tmp_path):
+def test_serve_command_runs_the_demo_offline(demo_home, demo_model_dir):
     port = free_port()
-    env = {**os.environ, "CLIP_SERVE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "CLIP_SERVE_HOME": str(demo_home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployments", "serve", "--port", str(port), "--num-cpus", "4"],
@@ -29,15 +30,18 @@ def test_serve_command_runs_the_demo_offline(tmp_path):
             if not line and proc.poll() is not None:
                 break
             output.append(line)
-            if "clip-serve is up" in line:
+            if "API docs:" in line:  # the banner's last line
                 break
-        assert any("clip-serve is up" in line for line in output), "".join(output[-40:])
+        text = "".join(output)
+        assert "clip-serve is up" in text, "".join(output[-40:])
+        assert "python -m deployments sample-image red circle --out shape.png" in text and "/v1/classify" in text
+        assert "training the demo model" not in text  # reused from the cache
         base = f"http://127.0.0.1:{port}"
         r = httpx.post(f"{base}/v1/embeddings", json={
             "model": "clip-demo", "input": ["a photo of a cat", {"image": b64(encode(natural_image(80, 60)))}]})
         assert r.status_code == 200, r.text
         assert [len(d["embedding"]) for d in r.json()["data"]] == [64, 64]
-        assert (tmp_path / "home" / "demo-v1" / "model.safetensors").is_file()
+        assert (demo_model_dir / "model.safetensors").is_file() and demo_model_dir.parent == demo_home
     finally:
         proc.send_signal(signal.SIGINT)
         try:

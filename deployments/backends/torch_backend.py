@@ -24,6 +24,8 @@ class TorchBackend:
         import torch
         import transformers
 
+        from .torch_pixels import channel_affine
+
         # Loading one tower from a full CLIP checkpoint reports the other tower's keys as
         # "unexpected"; that is the point, not a problem worth a log page.
         transformers.logging.set_verbosity_error()
@@ -54,9 +56,7 @@ class TorchBackend:
         self.embed_dim = int(self.model.config.projection_dim)
         self.image_spec, self.tokenizer_info = checkpoint.tower_preprocessing(tower)
         if self.image_spec is not None:
-            scale, bias = self.image_spec.channel_affine()
-            self._scale = torch.tensor(scale, device=self.device).view(1, 3, 1, 1)
-            self._bias = torch.tensor(bias, device=self.device).view(1, 3, 1, 1)
+            self._scale, self._bias = channel_affine(self.image_spec, self.device)
 
     @classmethod
     def serving_files(cls, tower: str, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> list[str]:
@@ -81,10 +81,11 @@ class TorchBackend:
         import torch
         import torch.nn.functional as F
 
+        from .torch_pixels import normalize_pixels
+
         with torch.inference_mode():
             x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
-            # Rescale and normalise in fp32 on the device, then cast: uint8 travels, floats don't.
-            x = x.permute(0, 3, 1, 2).float().mul_(self._scale).add_(self._bias).to(self.dtype)
+            x = normalize_pixels(x, self._scale, self._bias, self.dtype)
             feats = self._features(pixel_values=x)
             return F.normalize(feats.float(), dim=-1).cpu().numpy()
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import APIError
+
 
 class EmbeddingRequest(BaseModel):
     # OpenAI clients send extra fields; accept them like OpenAI does.
@@ -22,6 +24,14 @@ class EmbeddingRequest(BaseModel):
     truncate: bool | None = Field(
         None, description="Truncate texts over the context length (default: the server's setting); false rejects them."
     )
+
+    def check_dimensions(self, model: str, dim: int) -> None:
+        if self.dimensions is not None and self.dimensions != dim:
+            raise APIError.invalid(
+                f"model `{model}` produces {dim}-dimensional embeddings and cannot shorten them; "
+                f"omit `dimensions` or send {dim}",
+                param="dimensions",
+            )
 
 
 class Embedding(BaseModel):

@@ -17,10 +17,10 @@ import numpy as np
 from ..config import LimitsConfig, RouterConfig
 from ..preprocess.image_spec import ImageSpec
 from ..preprocess.images import ImageError, ImageLimits, decode_image_source, open_rgb, resize_and_crop
-from ..preprocess.tokenizer import InvalidTokensError, TextTooLongError
+from ..preprocess.items import ItemPreprocessor, image_api_error
 from ..preprocess.url_policy import UrlRejected
 from ..protocol.errors import APIError
-from ..protocol.inputs import ImageItem, Item, TextItem, TokensItem
+from ..protocol.inputs import ImageItem, Item, TextItem
 from .concurrency import gather_or_cancel
 from .errors import backend_error
 from .metrics import metrics
@@ -49,6 +49,7 @@ class EmbeddingService:
             max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels,
             max_aspect_ratio=limits.max_image_aspect_ratio, formats=frozenset(limits.image_formats),
         )
+        self.items = ItemPreprocessor(self.image_limits, limits.max_text_chars)
         self._decode_pool = ThreadPoolExecutor(router.decode_threads, thread_name_prefix="decode")
         self.fetcher = fetcher  # None: image URLs are refused (decode_image_source says so)
         self.max_urls_per_request = max_urls_per_request
@@ -99,41 +100,17 @@ class EmbeddingService:
         if not items:
             return []
         started = time.perf_counter()
-        tokenizer = variant.tokenizer
-        assert tokenizer is not None
-        out: list[np.ndarray | None] = [None] * len(items)
-        plain = [(k, it) for k, it in enumerate(items) if isinstance(it, TextItem)]
-        self._check_chars([it for _, it in plain])
-        try:
-            encoded = tokenizer.encode([it.text for _, it in plain], truncate)
-        except TextTooLongError as exc:
-            raise APIError.invalid(str(exc), param=plain[exc.index][1].param, code="context_length_exceeded") from None
-        for (k, _), enc in zip(plain, encoded):
-            out[k] = enc.ids
-        for k, it in enumerate(items):
-            if isinstance(it, TokensItem):
-                try:
-                    out[k] = tokenizer.wrap_ids(it.ids, truncate).ids
-                except TextTooLongError as exc:
-                    raise APIError.invalid(str(exc), param=it.param, code="context_length_exceeded") from None
-                except InvalidTokensError as exc:
-                    raise APIError.invalid(str(exc), param=it.param) from None
+        assert variant.tokenizer is not None
+        out = self.items.tokenize(variant.tokenizer, items, truncate)
         metrics().stage_seconds.observe(
             time.perf_counter() - started, tags={"variant": variant.id, "tower": "text", "stage": "tokenize"}
         )
-        return out  # type: ignore[return-value]
-
-    def _check_chars(self, items: list[TextItem]) -> None:
-        for it in items:
-            if len(it.text) > self.limits.max_text_chars:
-                raise APIError.too_large(
-                    f"text has {len(it.text)} characters, over the limit of {self.limits.max_text_chars}", param=it.param
-                )
+        return out
 
     def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
         """Raise the 4xx that `embed` would raise for these texts, without embedding them."""
         if truncate:  # nothing but the character limit can fail
-            self._check_chars(items)
+            self.items.check_chars(items)
         else:
             self._tokenize(variant, items, truncate)
 
@@ -159,8 +136,7 @@ class EmbeddingService:
         )
         for it, result in zip(items, results):
             if isinstance(result, ImageError):
-                raise APIError(result.status, str(result), param=it.param,
-                               code="image_too_large" if result.status == 413 else "invalid_image")
+                raise image_api_error(result, it.param)
             if isinstance(result, BaseException):
                 raise result
         m, by_variant = metrics(), {"variant": variant.id}

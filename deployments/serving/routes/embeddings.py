@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ...protocol.embeddings import EmbeddingRequest, EmbeddingResponse
-from ...protocol.errors import APIError
 from ...protocol.inputs import parse_input
 from ..embedding_service import READY_WAIT_S
 from ..responses import JSONBytes, embeddings_body
@@ -25,12 +24,6 @@ async def create_embeddings(body: EmbeddingRequest, state: RouterState = Depends
     variant = state.variants.resolve(body.model)
     items = parse_input(body.input, body.modality)
     await variant.wait_ready(READY_WAIT_S)
-    dim = variant.any_info.embed_dim
-    if body.dimensions is not None and body.dimensions != dim:
-        raise APIError.invalid(
-            f"model `{variant.id}` produces {dim}-dimensional embeddings and cannot shorten them; "
-            f"omit `dimensions` or send {dim}",
-            param="dimensions",
-        )
+    body.check_dimensions(variant.id, variant.any_info.embed_dim)
     result = await state.embeddings.embed(variant, items, state.truncate(body.truncate))
     return JSONBytes(embeddings_body(variant.id, result.vectors, body.encoding_format, result.prompt_tokens, result.images))
