@@ -7,7 +7,7 @@ errors (`extra="forbid"`): a typo in a config must fail at build time, naming th
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -81,6 +81,10 @@ class VariantConfig(StrictModel):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     towers: list[Tower] = Field(default_factory=lambda: list(TOWERS), description="Which towers to serve.")
     cpu_threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads; default: the replica's CPUs.")
+    batches_in_flight: Annotated[int, Field(ge=1, le=2)] | Literal["auto"] = Field(
+        "auto", description="Forward passes a replica runs at once. auto: 2 on GPU (the next batch's host-to-device "
+        "copy overlaps this one's compute), 1 on CPU (one forward already uses every core, and batches grow while it runs).",
+    )
     image_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
     text_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
     onnx_dtype: Literal[ONNX_DTYPES] = Field(  # type: ignore[valid-type]

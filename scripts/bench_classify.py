@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
-import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -28,35 +26,10 @@ sys.path.insert(0, str(REPO))
 # Replicas must import this checkout too.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
+sys.path.insert(0, str(REPO / "scripts"))
+from bench import LABELS, VIT_B32, machine, photo_jpeg  # noqa: E402
+
 MODEL_ID = "bench/vit-b-32-random"
-VIT_B_32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
-            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
-LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
-
-
-def photo_jpeg(width: int = 640, height: int = 480) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.stack([127 + 100 * np.sin(x / (9 + 4 * c)) * np.cos(y / (13 + 3 * c)) for c in range(3)], -1)
-    rgb += rng.normal(0, 10, size=rgb.shape)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
@@ -120,7 +93,7 @@ def main() -> int:
     workdir = Path(args.keep_model) if args.keep_model else Path(tempfile.mkdtemp(prefix="bench-classify-"))
     started = time.time()
     if not (workdir / "model.safetensors").is_file():
-        build_clip_checkpoint(workdir, seed=0, **VIT_B_32)
+        build_clip_checkpoint(workdir, seed=0, **VIT_B32)
     print(f"checkpoint ready in {time.time() - started:.0f}s: {workdir}", flush=True)
 
     if not args.port:
@@ -141,7 +114,7 @@ def main() -> int:
     ray.init(num_cpus=max(4, cpus), include_dashboard=False, log_to_driver=False)
     try:
         deploy([app_config(app)], "127.0.0.1", args.port)
-        image = {"image": base64.b64encode(photo_jpeg()).decode()}
+        image = {"image": base64.b64encode(photo_jpeg(0)).decode()}
         embed_body = {"model": MODEL_ID, "input": [image]}
         classify_body = {"model": MODEL_ID, "input": [image], "labels": LABELS, "hypothesis_template": "a photo of a {}."}
         with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=120) as client:

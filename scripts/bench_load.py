@@ -74,3 +74,36 @@ async def _run(name, url, bodies, concurrency, items_per_request, seconds, warmu
 def run_load(name: str, url: str, bodies: list[bytes], *, concurrency: int, items_per_request: int,
              seconds: float, warmup_s: float = 3.0) -> LoadResult:
     return asyncio.run(_run(name, url, bodies, concurrency, items_per_request, seconds, warmup_s))
+
+
+def run_alternating(pairs: dict[str, tuple[str, bytes]], *, items_per_request: int, rounds: int,
+                    warmup: int = 5) -> dict[str, LoadResult]:
+    """One client, sequential requests, the kinds interleaved ABBA so that drift and
+    ordering hit each alike; returns one result per kind (name -> (url, body))."""
+    import urllib.request
+
+    def timed(url: str, body: bytes) -> tuple[float, int]:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                resp.read()
+                return time.perf_counter() - start, resp.status
+        except urllib.error.HTTPError as exc:
+            return time.perf_counter() - start, exc.code
+
+    names = list(pairs)
+    results = {n: LoadResult(n, 1, items_per_request, 0.0) for n in names}
+    for _ in range(warmup):
+        for n in names:
+            timed(*pairs[n])
+    for i in range(rounds):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            elapsed, status = timed(*pairs[n])
+            r = results[n]
+            r.seconds += elapsed
+            if status == 200:
+                r.latencies.append(elapsed)
+            else:
+                r.errors[status] = r.errors.get(status, 0) + 1
+    return results

@@ -59,3 +59,41 @@ def test_batching_knobs_change_live(encoder, server_port, wide_model_dir):
     finally:
         deploy(server_port, app_args(wide_model_dir))
     assert encoder.stats.remote().result()["max_batch_size"] == 32
+
+
+def test_two_batches_in_flight_keep_working_while_one_forward_is_busy(ray_session, model_dir, reference):
+    """`batches_in_flight: 2` (the GPU default: one batch's copy overlaps the other's
+    compute) runs forwards on two threads: with one thread held busy, calls still go
+    through the other, and every call gets its own rows in order. Observable without a GPU."""
+    import time
+
+    from ray import serve
+
+    from deployments.serving.encoder import ImageEncoder
+
+    variant = {"id": "overlap", "source": str(model_dir), "device": "cpu", "dtype": "float32", "batches_in_flight": 2}
+    actor = {"num_cpus": 0.25, "runtime_env": {"env_vars": {"CLIP_SERVE_TEST_HOOKS": "1"}}}
+    handle = serve.run(ImageEncoder.options(name="OverlapEncoder", ray_actor_options=actor,
+                                            user_config={"max_batch_size": 4, "batch_wait_timeout_s": 0.0})
+                       .bind(variant), name="overlap", route_prefix=None)
+    try:
+        spec = ImageSpec.from_dict(handle.info.remote().result()["image_spec"])
+        handle.debug_stall_forward.remote(30).result()  # one forward thread is now busy for 30 s
+        calls = [pixels(3, 7 * k, spec) for k in range(4)]
+        started = time.perf_counter()
+
+        async def main():
+            return await asyncio.gather(*(handle.embed.remote(c) for c in calls))
+
+        outs = asyncio.run(main())
+        assert time.perf_counter() - started < 20  # served by the other thread, not after the stall
+        for k, out in enumerate(outs):
+            expected = np.stack([reference.image(encode(natural_image(50, 40, seed=7 * k + i))) for i in range(3)])
+            assert cosine(out, expected).min() >= 0.9999
+        assert handle.stats.remote().result()["batches_in_flight"] == 2
+    finally:
+        serve.delete("overlap")
+
+
+def test_one_batch_in_flight_on_cpu_by_default(encoder):
+    assert encoder.stats.remote().result()["batches_in_flight"] == 1

@@ -24,6 +24,7 @@ class TorchBackend:
         import torch
         import transformers
 
+        from .torch_device import DeviceRunner
         from .torch_pixels import channel_affine
 
         # Loading one tower from a full CLIP checkpoint reports the other tower's keys as
@@ -41,6 +42,7 @@ class TorchBackend:
         self.device = torch.device(resolve_device(device))
         self.dtype_name = resolve_dtype(dtype, self.device.type)
         self.dtype = getattr(torch, _TORCH_DTYPES[self.dtype_name])
+        self.runner = DeviceRunner(self.device)
         use_safetensors = weights[0].suffix == ".safetensors"
         self._whole_model = bool(checkpoint.remote_code())
         if self._whole_model:
@@ -83,9 +85,8 @@ class TorchBackend:
 
         from .torch_pixels import normalize_pixels
 
-        with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
-            x = normalize_pixels(x, self._scale, self._bias, self.dtype)
+        with torch.inference_mode(), self.runner.stream():
+            x = normalize_pixels(self.runner.to_device(pixels), self._scale, self._bias, self.dtype)
             feats = self._features(pixel_values=x)
             return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
@@ -93,10 +94,10 @@ class TorchBackend:
         import torch
         import torch.nn.functional as F
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self.runner.stream():
             # The text tower is causal and pools at the first EOS, so right padding never
             # reaches the pooled position: no attention mask needed.
-            input_ids = torch.from_numpy(ids).to(self.device, non_blocking=True).long()
+            input_ids = self.runner.to_device(ids).long()
             feats = self._features(input_ids=input_ids)
             return F.normalize(feats.float(), dim=-1).cpu().numpy()
 

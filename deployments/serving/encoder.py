@@ -50,6 +50,19 @@ def _count_items(queued: list[_Queued]) -> int:
     return sum(len(q) for q in queued)
 
 
+_BATCH_DEFAULTS = dict(  # live values come from user_config (reconfigure)
+    max_batch_size=_DEFAULT_BATCHING.max_batch_size,
+    batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
+    batch_size_fn=_count_items,
+)
+
+
+def resolve_batches_in_flight(setting: int | str, device: str) -> int:
+    if setting == "auto":
+        return 2 if device.startswith("cuda") else 1
+    return int(setting)
+
+
 def _probe_payload(info: dict[str, Any]) -> Payload:
     """The smallest real input of a tower: one blank image, or one empty text (BOS, EOS)."""
     if info["tower"] == "image":
@@ -86,8 +99,12 @@ class _EncoderReplica:
         self._max_batch_size = self._batching.max_batch_size
         self._forwards = 0
         self._items = 0
-        # One forward at a time per replica: the backend already uses every core it was given.
-        self._forward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.tower}-forward")
+        self.batches_in_flight = resolve_batches_in_flight(self.variant.batches_in_flight, info.device)
+        # One forward at a time on CPU (the backend already uses every core it was given);
+        # two on GPU, each thread on its own CUDA stream, so copies overlap compute.
+        self._batcher = self._encode_batch_overlapped if self.batches_in_flight > 1 else self._encode_batch
+        self._forward_pool = ThreadPoolExecutor(max_workers=self.batches_in_flight,
+                                                thread_name_prefix=f"{self.tower}-forward")
         logger.info(
             "loaded %s tower of %s (%s, %s on %s)", self.tower, self.variant.id, info.backend, info.dtype, info.device
         )
@@ -96,8 +113,8 @@ class _EncoderReplica:
         cfg = BatchingConfig.model_validate(user_config or {})
         self._batching = cfg
         self._max_batch_size = cfg.max_batch_size
-        self._encode_batch.set_max_batch_size(cfg.max_batch_size)
-        self._encode_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._batcher.set_max_batch_size(cfg.max_batch_size)
+        self._batcher.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
     async def info(self) -> dict[str, Any]:
         return self._info
@@ -106,7 +123,8 @@ class _EncoderReplica:
         """Live batching settings and counters (tests, debugging)."""
         return {
             "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(), "module": __file__,
-            "forwards": self._forwards, "items": self._items, **self._batching.model_dump(),
+            "forwards": self._forwards, "items": self._items, "batches_in_flight": self.batches_in_flight,
+            **self._batching.model_dump(),
         }
 
     async def check_health(self) -> None:
@@ -138,7 +156,7 @@ class _EncoderReplica:
         """Embed a packed call (any size): float32 (N, D), L2-normalised, in input order."""
         arrived = time.perf_counter()
         pieces = split_payload(payload, self._max_batch_size)
-        results = await asyncio.gather(*(self._encode_batch(_Queued(p, arrived)) for p in pieces))
+        results = await asyncio.gather(*(self._batcher(_Queued(p, arrived)) for p in pieces))
         for result in results:
             if isinstance(result, Exception):
                 raise result
@@ -182,12 +200,15 @@ class _EncoderReplica:
         for q in queued:
             m.queue_wait_seconds.observe(started - q.arrived, tags=waits)
 
-    @serve.batch(
-        max_batch_size=_DEFAULT_BATCHING.max_batch_size,
-        batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
-        batch_size_fn=_count_items,
-    )
+    @serve.batch(**_BATCH_DEFAULTS)
     async def _encode_batch(self, queued: list[_Queued]) -> list[np.ndarray | Exception]:
+        return await self._process(queued)
+
+    @serve.batch(**_BATCH_DEFAULTS, max_concurrent_batches=2)
+    async def _encode_batch_overlapped(self, queued: list[_Queued]) -> list[np.ndarray | Exception]:
+        return await self._process(queued)
+
+    async def _process(self, queued: list[_Queued]) -> list[np.ndarray | Exception]:
         try:
             out = await self._run_forward(queued)
         except Exception as exc:
