@@ -80,10 +80,13 @@ class VariantConfig(StrictModel):
     aliases: list[str] = Field(default_factory=list, description="Other names that resolve to this variant.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     towers: list[Tower] = Field(default_factory=lambda: list(TOWERS), description="Which towers to serve.")
-    cpu_threads: int | None = Field(None, ge=1, le=256, description="Intra-op threads; default: the replica's CPUs.")
+    cpu_threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads of the replica's forwards (split across batches_in_flight); "
+        "default: the replica's CPUs.")
     batches_in_flight: Annotated[int, Field(ge=1, le=2)] | Literal["auto"] = Field(
-        "auto", description="Forward passes a replica runs at once. auto: 2 on GPU (the next batch's host-to-device "
-        "copy overlaps this one's compute), 1 on CPU (one forward already uses every core, and batches grow while it runs).",
+        "auto", description="Forward passes a replica runs at once, each on its own thread (and CUDA stream). auto: 2 "
+        "on GPU (one batch's copy overlaps the other's compute); on CPU 2 for torch with 2+ threads, which are split "
+        "between them, else 1.",
     )
     image_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
     text_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)

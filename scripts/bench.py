@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_load import LoadResult, run_alternating, run_load  # noqa: E402
-from bench_model import image_throughput, text_throughput  # noqa: E402
+from bench_model import Rate, image_throughput, text_throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
@@ -77,22 +78,49 @@ def body(payload: dict, model: str = MODEL_ID) -> bytes:
     return json.dumps({"model": model, **payload}).encode()
 
 
-def replica_peak_rss() -> dict[str, float]:
-    """Peak RSS (VmHWM, GB) of each Serve replica process of the bench app, by deployment."""
-    out: dict[str, float] = {}
+def serve_processes() -> dict[int, str]:
+    """pid -> role for the bench app's replicas (by deployment) and Serve's HTTP proxy."""
+    out: dict[int, str] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if "ServeReplica:clip:" not in title:
-                continue
-            name = title.split("ServeReplica:clip:", 1)[1].split()[0].split(".")[0]
-            for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    out[name] = max(out.get(name, 0.0), int(line.split()[1]) / 2**20)
-        except (OSError, IndexError):
+        except OSError:
             continue
+        if "ServeReplica:clip:" in title:
+            out[int(proc.name)] = title.split("ServeReplica:clip:", 1)[1].split()[0].split(".")[0].split(":")[0]
+        elif title.startswith("ray::ProxyActor"):
+            out[int(proc.name)] = "HTTP proxy"
+    return out
+
+
+def replica_peak_rss() -> dict[str, float]:
+    """Peak RSS (VmHWM, GB) of each Serve replica process of the bench app, by deployment."""
+    out: dict[str, float] = {}
+    for pid, role in serve_processes().items():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:") and role != "HTTP proxy":
+                    out[role] = max(out.get(role, 0.0), int(line.split()[1]) / 2**20)
+        except OSError:
+            continue
+    return out
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each Serve process role and this client."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in cpu[:8])
+    out: dict[str, float] = {"client": time.process_time(), "machine": (user + nice + system + irq + softirq) / tick,
+                             "steal": steal / tick}  # steal: taken by the hypervisor (a noisy VM)
+    for pid, role in serve_processes().items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -109,13 +137,20 @@ def wait_ready(base: str, timeout_s: float = 300) -> None:
     raise TimeoutError("service did not become ready")
 
 
-def app_args(folder: Path, dtype: str, threads: int) -> dict:
+def app_args(folder: Path, dtype: str, threads: int, overrides: list[str] = ()) -> dict:
+    """The served app; `overrides` are `router.FIELD=VALUE` / `variant.FIELD=VALUE` (JSON values)."""
     encoder = {"ray_actor_options": {"num_cpus": 1}}
-    return {
+    args = {
         "variants": [{"id": MODEL_ID, "source": str(folder), "dtype": dtype, "device": "cpu", "cpu_threads": threads,
                       "image_deployment": encoder, "text_deployment": encoder}],
         "router": {"deployment": {"ray_actor_options": {"num_cpus": 1}}},
     }
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, field = key.split(".", 1)
+        target = args["router"] if section == "router" else args["variants"][0]
+        target[field] = json.loads(value)
+    return args
 
 
 def classify_vs_embed(base: str, jpeg_b64: str, rounds: int) -> tuple[LoadResult, LoadResult]:
@@ -130,6 +165,55 @@ def classify_vs_embed(base: str, jpeg_b64: str, rounds: int) -> tuple[LoadResult
                            "classify, 1 image x 10 cached labels, c=1": (f"{base}/v1/classify", classify)},
                           items_per_request=1, rounds=rounds)
     return tuple(out.values())  # type: ignore[return-value]
+
+
+@dataclass
+class ModelOnly:
+    tower: str
+    batch: int
+    in_flight: int
+    threads: int
+    rate: Rate
+
+    @property
+    def layout(self) -> str:
+        return f"batch {self.batch}, {self.in_flight} forward{'s' if self.in_flight > 1 else ''} x {self.threads} thread" \
+            + ("s" if self.threads > 1 else "")
+
+
+def model_only(folder: Path, dtype: str, threads: int, texts: list[str]) -> dict[str, list[ModelOnly]]:
+    """Each tower alone in this process, one forward at a time with every thread, and (with
+    2+ threads) two concurrent forwards splitting them, as the encoder replicas run."""
+    out: dict[str, list[ModelOnly]] = {"image": [], "text": []}
+    for in_flight in ([1, 2] if threads >= 2 else [1]):
+        per = max(1, threads // in_flight)
+        rate, bs, _ = image_throughput(folder, dtype, threads, batch_sizes=(16, 32), in_flight=in_flight)
+        out["image"].append(ModelOnly("image", bs, in_flight, per, rate))
+        out["text"].append(ModelOnly("text", 64, in_flight, per,
+                                     text_throughput(folder, dtype, threads, texts, in_flight=in_flight)))
+    return out
+
+
+class Forwards:
+    """An encoder's forward-pass and item counters; subtract two to get a span's batch size."""
+
+    def __init__(self, forwards: int, items: int) -> None:
+        self.forwards, self.items = forwards, items
+
+    def __sub__(self, other: "Forwards") -> "Forwards":
+        return Forwards(self.forwards - other.forwards, self.items - other.items)
+
+    @property
+    def mean(self) -> float:
+        return self.items / self.forwards if self.forwards else 0.0
+
+
+def encoder_stats(tower: str) -> Forwards:
+    from ray import serve
+
+    name = f"{'ImageEncoder' if tower == 'image' else 'TextEncoder'}:{MODEL_ID.replace('/', '--')}"
+    stats = serve.get_deployment_handle(name, app_name="clip").stats.remote().result()
+    return Forwards(stats["forwards"], stats["items"])
 
 
 def machine() -> str:
@@ -169,13 +253,16 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--usd-per-hour", type=float, default=0.10, help="machine price for the cost line")
     ap.add_argument("--record", help="append the result to this markdown file")
+    ap.add_argument("--set", action="append", default=[], metavar="router.FIELD=JSON",
+                    help="override a router or variant setting (repeatable), e.g. router.max_inflight_calls=2")
+    ap.add_argument("--model-only-once", action="store_true",
+                    help="measure model-only before the served runs only (quicker A/B of settings; noisier ratios)")
     args = ap.parse_args()
 
     folder = bench_checkpoint()
     texts = captions(256)
     print(f"model-only (before), {args.dtype}, {args.threads} threads ...", flush=True)
-    img_before, img_bs, img_rates = image_throughput(folder, args.dtype, args.threads)
-    txt_before = text_throughput(folder, args.dtype, args.threads, texts)
+    model_before = model_only(folder, args.dtype, args.threads, texts)
 
     import ray
 
@@ -184,7 +271,7 @@ def main() -> int:
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     base = f"http://127.0.0.1:{args.port}"
     t0 = time.perf_counter()
-    deploy([app_config(app_args(folder, args.dtype, args.threads))], "127.0.0.1", args.port, blocking=False)
+    deploy([app_config(app_args(folder, args.dtype, args.threads, args.set))], "127.0.0.1", args.port, blocking=False)
     wait_ready(base)
     cold_start = time.perf_counter() - t0
 
@@ -204,10 +291,14 @@ def main() -> int:
     results: list[tuple[LoadResult, str, str]] = []
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
+    cpu_rows = []
     for name, bodies, conc, per_req, tower, target in scenarios:
         print(f"served: {name} ...", flush=True)
-        results.append((run_load(name, url, bodies, concurrency=conc, items_per_request=per_req,
-                                 seconds=args.seconds), tower, target))
+        before, forwards = cpu_seconds_by_role(), encoder_stats(tower)
+        result = run_load(name, url, bodies, concurrency=conc, items_per_request=per_req, seconds=args.seconds)
+        after, forwards = cpu_seconds_by_role(), encoder_stats(tower) - forwards
+        results.append((result, tower, target))
+        cpu_rows.append((name, result, {k: after[k] - before.get(k, 0.0) for k in after}, forwards))
     print("served: classify vs image embedding, sequential ABBA ...", flush=True)
     embed_1, classify_1 = classify_vs_embed(base, jpegs[0], rounds=int(args.seconds * 5))
     results += [(embed_1, "image", ""), (classify_1, "image", "p50 <= 1.2x the line above")]
@@ -220,24 +311,42 @@ def main() -> int:
     ray.shutdown()
 
     print("model-only (after) ...", flush=True)
-    img_after, _, _ = image_throughput(folder, args.dtype, args.threads, batch_sizes=(img_bs,))
-    txt_after = text_throughput(folder, args.dtype, args.threads, texts)
-    best = {"image": max(img_before, img_after), "text": max(txt_before, txt_after)}
+    model_after = model_before if args.model_only_once else model_only(folder, args.dtype, args.threads, texts)
+    # The reference is the best model-only figure of the run, whatever layout gave it.
+    ref = {tower: max([*model_before[tower], *model_after[tower]], key=lambda m: m.rate) for tower in ("image", "text")}
+    best = {tower: ref[tower].rate for tower in ref}
 
     rows = [["scenario", "items/s", "% of model-only", "p50 ms", "p99 ms", "errors", "target"]]
-    rows.append([f"model-only image tower (batch {img_bs})", f"{best['image']:.1f}", "100%", "", "", "", ""])
-    rows.append(["model-only text tower (batch 64)", f"{best['text']:.1f}", "100%", "", "", "", ""])
+    rows.append([f"model-only image tower ({ref['image'].layout})", f"{best['image']:.1f}", "100%", "", "", "", ""])
+    rows.append([f"model-only text tower ({ref['text'].layout})", f"{best['text']:.1f}", "100%", "", "", "", ""])
     for r, tower, target in results:
         rows.append([r.name, f"{r.items_per_s:.1f}", f"{100 * r.items_per_s / best[tower]:.0f}%",
                      f"{1000 * r.pct(50):.1f}", f"{1000 * r.pct(99):.1f}", str(sum(r.errors.values()) or ""), target])
     best_images = max(r.items_per_s for r, t, _ in results if t == "image")
+    # Where the CPU goes: core-milliseconds per item by process, over each whole load run
+    # (warm-up included, so items are counted from the measured rate over the same span).
+    # "other" is the rest of the machine's busy time: Ray's own processes (GCS, raylet,
+    # Serve controller, agents) and anything else running; "idle" is unused CPU.
+    roles = sorted({k for _, _, used, _ in cpu_rows for k in used} - {"machine", "steal"})
+    cpu_table = [["scenario (CPU ms per item)", *roles, "other", "steal", "idle", "items per forward"]]
+    for name, r, used, forwards in cpu_rows:
+        items = r.items_per_s * (r.seconds + 3.0)  # run_load's warm-up is 3 s
+        ours = sum(v for k, v in used.items() if k not in ("machine", "steal"))
+        idle = (os.cpu_count() or 1) * (r.seconds + 3.0) - used["machine"] - used["steal"]
+        cpu_table.append([name, *(f"{1000 * used.get(k, 0.0) / items:.1f}" for k in roles),
+                          *(f"{1000 * v / items:.1f}" for v in (used["machine"] - ours, used["steal"], idle)),
+                          f"{forwards.mean:.1f}"])
+    cpu_table.append(["model-only, best: CPU ms per image / text", *("" for _ in roles),
+                      f"{1000 / ref['image'].rate.per_cpu_s:.1f} / {1000 / ref['text'].rate.per_cpu_s:.2f}", "", "",
+                      f"{ref['image'].batch} / {ref['text'].batch}"])
     usd = args.usd_per_hour / (best_images * 3600) * 1000 if best_images else float("nan")
     lines = [
         table(rows),
         "",
-        "model-only image throughput by batch size (before): "
-        + ", ".join(f"{bs}: {v:.1f}/s" for bs, v in img_rates.items()),
-        f"model-only before/after: image {img_before:.1f}/{img_after:.1f}, text {txt_before:.1f}/{txt_after:.1f} per s",
+        table(cpu_table),
+        "",
+        "model-only before: " + "; ".join(f"{m.tower} {m.layout} {m.rate:.1f}/s" for t in model_before.values() for m in t),
+        "model-only after: " + "; ".join(f"{m.tower} {m.layout} {m.rate:.1f}/s" for t in model_after.values() for m in t),
         "peak RSS per replica: " + ", ".join(f"{k} {v:.2f} GB" for k, v in sorted(rss.items())),
         f"classify with 10 cached labels vs one image embedding, p50: {classify_1.pct(50) / embed_1.pct(50):.2f}x "
         f"(min {1000 * min(classify_1.latencies):.1f} vs {1000 * min(embed_1.latencies):.1f} ms)",

@@ -95,5 +95,10 @@ def test_two_batches_in_flight_keep_working_while_one_forward_is_busy(ray_sessio
         serve.delete("overlap")
 
 
-def test_one_batch_in_flight_on_cpu_by_default(encoder):
-    assert encoder.stats.remote().result()["batches_in_flight"] == 1
+def test_batches_in_flight_policy():
+    from deployments.serving.encoder import cpu_batches_in_flight
+
+    assert cpu_batches_in_flight("auto", "torch", 2) == 2  # two forwards of one thread each
+    assert cpu_batches_in_flight("auto", "torch", 1) == 1
+    assert cpu_batches_in_flight("auto", "onnx", 8) == 1  # one session thread pool
+    assert cpu_batches_in_flight(1, "torch", 8) == 1

@@ -43,7 +43,7 @@ class ImageLimits:
     formats: frozenset[str] = ALLOWED_FORMATS
     # JPEG DCT-domain downscale keeps at least this multiple of the target's short side,
     # so the exact resize that follows still has enough pixels to anti-alias from.
-    draft_headroom: float = 2.0
+    draft_headroom: float = 1.0
 
 
 def decode_image_source(source: str, limits: ImageLimits) -> bytes:

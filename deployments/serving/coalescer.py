@@ -11,12 +11,18 @@ instead of queueing without bound, but a request always fits into an empty queue
 If a call that carries several requests' items fails in a way that may come from one
 request's items (`isolate(exc)`), each request's items are sent again on their own, so
 only the request at fault fails.
+
+Encoder replicas batch with the same class (their calls are the "items' requests"): a
+batch is formed when the device frees up, from everything that queued meanwhile, which
+is what keeps device batches large under load (Serve's `@serve.batch` closes each batch
+after its wait and queues it behind the running one, so under load it runs many tiny ones).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Generic, TypeVar
 
 import numpy as np
@@ -24,6 +30,16 @@ import numpy as np
 from ..protocol.errors import APIError
 from .metrics import metrics
 from .concurrency import start_shared
+
+@dataclass(frozen=True)
+class MetricNames:
+    size: str  # histogram of metrics(): items per call
+    wait_stage: str  # queue_wait_seconds stage: items waiting for their call
+    call_stage: str  # stage_seconds stage: the call, failed or not
+
+
+ROUTER_METRICS = MetricNames("call_items", "coalesce", "encode")
+ENCODER_METRICS = MetricNames("batch_items", "batch", "forward")
 
 PayloadT = TypeVar("PayloadT")
 # (item, its waiter, when it was queued, which submit it came from)
@@ -42,6 +58,7 @@ class Coalescer(Generic[PayloadT]):
         max_pending: int | None = None,
         isolate: Callable[[BaseException], bool] | None = None,
         metric_tags: dict[str, str] | None = None,
+        metric_names: MetricNames = ROUTER_METRICS,
     ) -> None:
         self._call = call
         self._pack = pack
@@ -53,6 +70,7 @@ class Coalescer(Generic[PayloadT]):
         self._pending: list[Entry] = []
         self._submits = 0
         self._tags = metric_tags  # {variant, tower}; None records no metrics
+        self._names = metric_names
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # the oldest pending item has waited its `wait_s`
         self._inflight = 0
@@ -128,8 +146,8 @@ class Coalescer(Generic[PayloadT]):
 
     def _record_dispatch(self, batch: list[Entry], started: float) -> None:
         m = metrics()
-        m.call_items.observe(len(batch), tags=self._tags)
-        waits = {**self._tags, "stage": "coalesce"}
+        getattr(m, self._names.size).observe(len(batch), tags=self._tags)
+        waits = {**self._tags, "stage": self._names.wait_stage}
         for queued_at in {queued_at for _, _, queued_at, _ in batch}:  # items of one submit share it
             m.queue_wait_seconds.observe(started - queued_at, tags=waits)
 
@@ -152,8 +170,9 @@ class Coalescer(Generic[PayloadT]):
                 future.cancel()
             raise
         finally:
-            if self._tags is not None:  # the router->encoder round trip, failed or not
-                metrics().stage_seconds.observe(time.perf_counter() - started, tags={**self._tags, "stage": "encode"})
+            if self._tags is not None:  # the call (router->encoder round trip, or forward), failed or not
+                metrics().stage_seconds.observe(
+                    time.perf_counter() - started, tags={**self._tags, "stage": self._names.call_stage})
             self._inflight -= 1
             self._schedule()
 

@@ -1,8 +1,9 @@
 """Encoder replicas: one deployment per (variant, tower).
 
-Calls from any number of routers are merged into device batches by `@serve.batch`
-(batch size counted in items, not calls); the forward pass runs on a worker thread so
-the replica keeps answering health checks and new calls while the device is busy.
+Calls from any number of routers are merged into device batches by a Coalescer (batch
+size counted in items, not calls; each batch takes what queued while the previous forward
+ran); the forward pass runs on a worker thread so the replica keeps answering health
+checks and new calls while the device is busy.
 `check_health` pushes a one-item forward through that same thread, so a hung device or
 thread fails it and Serve replaces the replica.
 """
@@ -14,7 +15,6 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,13 @@ import ray
 from ray import serve
 
 from ..backends.checkpoint import Checkpoint
+from ..backends.devices import replica_threads
 from ..backends.registry import get_backend
 from ..config import BatchingConfig, VariantConfig
 from ..preprocess.image_spec import ImageSpec
 from .metrics import exception_status, metrics
-from .payloads import Payload, TokenBatch, concat_payloads, payload_len, split_payload
+from .coalescer import ENCODER_METRICS, Coalescer
+from .payloads import Payload, TokenBatch, pack_images, pack_tokens, payload_len, unpack_payload
 
 logger = logging.getLogger("ray.serve")
 _DEFAULT_BATCHING = BatchingConfig()
@@ -35,32 +37,15 @@ HEALTH_PROBE_TIMEOUT_S = 20.0
 TEST_HOOKS_ENV = "CLIP_SERVE_TEST_HOOKS"
 
 
-@dataclass
-class _Queued:
-    """One piece of a call waiting in the batch queue, with its arrival time."""
-
-    payload: Payload
-    arrived: float
-
-    def __len__(self) -> int:
-        return payload_len(self.payload)
-
-
-def _count_items(queued: list[_Queued]) -> int:
-    return sum(len(q) for q in queued)
-
-
-_BATCH_DEFAULTS = dict(  # live values come from user_config (reconfigure)
-    max_batch_size=_DEFAULT_BATCHING.max_batch_size,
-    batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
-    batch_size_fn=_count_items,
-)
-
-
-def resolve_batches_in_flight(setting: int | str, device: str) -> int:
-    if setting == "auto":
-        return 2 if device.startswith("cuda") else 1
-    return int(setting)
+def cpu_batches_in_flight(setting: int | str, backend: str, cpu_threads: int) -> int:
+    """Forwards a CPU replica runs at once; its threads are split between them. With torch,
+    two forwards of half the threads each beat one of all threads (measured: 78 vs 70 img/s
+    for ViT-B/32 on 2 cores, docs/benchmarks.md): no barrier stalls when another process
+    takes a core, and one batch forms while the other computes. onnxruntime shares one
+    thread pool per session, so it runs one."""
+    if setting != "auto":
+        return int(setting)
+    return 2 if backend == "torch" and cpu_threads >= 2 else 1
 
 
 def _probe_payload(info: dict[str, Any]) -> Payload:
@@ -82,11 +67,15 @@ class _EncoderReplica:
         # Fetch only what this backend needs for this tower (hub checkpoints carry much more).
         files = backend_cls.serving_files(self.tower, **options)
         checkpoint = Checkpoint.open(self.variant.resolved_source, self.variant.revision, allow_patterns=files)
+        cpu_threads = self.variant.cpu_threads or replica_threads()
+        in_flight = cpu_batches_in_flight(self.variant.batches_in_flight, self.variant.backend, cpu_threads)
         self.backend = backend_cls.load(
             checkpoint, self.tower, device=self.variant.device, dtype=self.variant.dtype,
-            threads=self.variant.cpu_threads, **options,
+            threads=max(1, cpu_threads // in_flight), **options,
         )
         info = self.backend.info()
+        if info.device.startswith("cuda") and self.variant.batches_in_flight == "auto":
+            in_flight = 2  # one batch's host-to-device copy overlaps the other's compute
         info.variant_id = self.variant.id
         if info.logit_scale is None:
             info.logit_scale = self.variant.logit_scale
@@ -96,15 +85,20 @@ class _EncoderReplica:
         self._probe: asyncio.Future | None = None
         self._tags = {"variant": self.variant.id, "tower": self.tower}
         self._batching = _DEFAULT_BATCHING
-        self._max_batch_size = self._batching.max_batch_size
         self._forwards = 0
         self._items = 0
-        self.batches_in_flight = resolve_batches_in_flight(self.variant.batches_in_flight, info.device)
-        # One forward at a time on CPU (the backend already uses every core it was given);
-        # two on GPU, each thread on its own CUDA stream, so copies overlap compute.
-        self._batcher = self._encode_batch_overlapped if self.batches_in_flight > 1 else self._encode_batch
+        self.batches_in_flight = in_flight
         self._forward_pool = ThreadPoolExecutor(max_workers=self.batches_in_flight,
                                                 thread_name_prefix=f"{self.tower}-forward")
+        # Calls queue item by item; each forward takes what queued while the last one ran
+        # (batch sizes counted in items, not calls). A failed batch is rerun call by call,
+        # so only the call at fault fails.
+        self._batcher: Coalescer[Payload] = Coalescer(
+            self._forward_call, pack_images if self.tower == "image" else pack_tokens,
+            max_items=self._batching.max_batch_size, wait_s=self._batching.batch_wait_timeout_s,
+            max_inflight=self.batches_in_flight, isolate=lambda exc: True,
+            metric_tags=self._tags, metric_names=ENCODER_METRICS,
+        )
         logger.info(
             "loaded %s tower of %s (%s, %s on %s)", self.tower, self.variant.id, info.backend, info.dtype, info.device
         )
@@ -112,9 +106,8 @@ class _EncoderReplica:
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         cfg = BatchingConfig.model_validate(user_config or {})
         self._batching = cfg
-        self._max_batch_size = cfg.max_batch_size
-        self._batcher.set_max_batch_size(cfg.max_batch_size)
-        self._batcher.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._batcher.max_items = cfg.max_batch_size
+        self._batcher.wait_s = cfg.batch_wait_timeout_s
 
     async def info(self) -> dict[str, Any]:
         return self._info
@@ -154,13 +147,7 @@ class _EncoderReplica:
 
     async def embed(self, payload: Payload) -> np.ndarray:
         """Embed a packed call (any size): float32 (N, D), L2-normalised, in input order."""
-        arrived = time.perf_counter()
-        pieces = split_payload(payload, self._max_batch_size)
-        results = await asyncio.gather(*(self._batcher(_Queued(p, arrived)) for p in pieces))
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results[0] if len(results) == 1 else np.concatenate(results)
+        return np.stack(await self._batcher.submit(unpack_payload(payload)))
 
     async def embed_tagged(self, payload: Payload) -> tuple[str, np.ndarray]:
         """`embed`, plus the fingerprint of the weights that made the vectors: the router
@@ -172,60 +159,20 @@ class _EncoderReplica:
             return self.backend.embed_texts(payload.ids, payload.lengths)
         return self.backend.embed_images(payload)
 
-    def _forward(self, payload: Payload) -> tuple[np.ndarray, float, float]:
-        """Runs on the forward thread; returns the vectors and when the forward started and ended."""
-        started = time.perf_counter()
+    def _forward(self, payload: Payload) -> np.ndarray:
+        """Runs on a forward thread."""
         self._forwards += 1
         self._items += payload_len(payload)
         out = self._embed(payload)
-        return out, started, time.perf_counter()
-
-    async def _run_forward(self, queued: list[_Queued]) -> np.ndarray:
-        payload = concat_payloads([q.payload for q in queued])
-        out, started, ended = await asyncio.get_running_loop().run_in_executor(self._forward_pool, self._forward, payload)
-        self._record_forward(queued, started, ended)
+        metrics().encoded_items.inc(len(out), tags=self._tags)
         return out
 
-    def _count_failure(self, exc: BaseException) -> BaseException:
-        metrics().errors.inc(tags={**self._tags, "stage": "forward", "status": exception_status(exc)})
-        return exc
-
-    def _record_forward(self, queued: list[_Queued], started: float, ended: float) -> None:
-        m = metrics()
-        items = _count_items(queued)
-        m.batch_items.observe(items, tags=self._tags)
-        m.encoded_items.inc(items, tags=self._tags)
-        m.stage_seconds.observe(ended - started, tags={**self._tags, "stage": "forward"})
-        waits = {**self._tags, "stage": "batch"}
-        for q in queued:
-            m.queue_wait_seconds.observe(started - q.arrived, tags=waits)
-
-    @serve.batch(**_BATCH_DEFAULTS)
-    async def _encode_batch(self, queued: list[_Queued]) -> list[np.ndarray | Exception]:
-        return await self._process(queued)
-
-    @serve.batch(**_BATCH_DEFAULTS, max_concurrent_batches=2)
-    async def _encode_batch_overlapped(self, queued: list[_Queued]) -> list[np.ndarray | Exception]:
-        return await self._process(queued)
-
-    async def _process(self, queued: list[_Queued]) -> list[np.ndarray | Exception]:
+    async def _forward_call(self, payload: Payload) -> np.ndarray:
         try:
-            out = await self._run_forward(queued)
+            return await asyncio.get_running_loop().run_in_executor(self._forward_pool, self._forward, payload)
         except Exception as exc:
-            if len(queued) == 1:
-                self._count_failure(exc)
-                raise
-            # Isolate the failure: rerun each call alone so only the bad one fails.
-            logger.exception("batched forward failed; retrying its %d calls one by one", len(queued))
-            results: list[np.ndarray | Exception] = []
-            for q in queued:
-                try:
-                    results.append(await self._run_forward([q]))
-                except Exception as exc:  # returned, not raised: fails this call only
-                    results.append(self._count_failure(exc))
-            return results
-        bounds = np.cumsum([0] + [len(q) for q in queued])
-        return [out[bounds[i] : bounds[i + 1]] for i in range(len(queued))]
+            metrics().errors.inc(tags={**self._tags, "stage": "forward", "status": exception_status(exc)})
+            raise
 
 
 ENCODER_DEFAULTS: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """What travels between router and encoders: uint8 image stacks and padded token batches.
 
 Both sides use these helpers: the router packs coalesced items into one call, the
-encoder concatenates calls into device batches and splits oversized calls.
+encoder unpacks calls into items and packs what queued into device batches.
 """
 
 from __future__ import annotations
@@ -38,33 +38,12 @@ def pack_tokens(sequences: list[np.ndarray]) -> TokenBatch:
     return TokenBatch(ids, lengths)
 
 
+def unpack_payload(payload: Payload) -> list[np.ndarray]:
+    """A packed call back into its items (views, no copies): image arrays or id sequences."""
+    if isinstance(payload, TokenBatch):
+        return [payload.ids[row, :length] for row, length in enumerate(payload.lengths.tolist())]
+    return list(payload)
+
+
 def payload_len(payload: Payload) -> int:
     return len(payload)
-
-
-def concat_payloads(payloads: list[Payload]) -> Payload:
-    if len(payloads) == 1:
-        return payloads[0]
-    if isinstance(payloads[0], TokenBatch):
-        width = max(p.ids.shape[1] for p in payloads)
-        ids = np.full((sum(len(p) for p in payloads), width), PAD_ID, dtype=np.int32)
-        row = 0
-        for p in payloads:
-            ids[row : row + len(p), : p.ids.shape[1]] = p.ids
-            row += len(p)
-        return TokenBatch(ids, np.concatenate([p.lengths for p in payloads]))
-    return np.concatenate(payloads)
-
-
-def slice_payload(payload: Payload, start: int, stop: int) -> Payload:
-    if isinstance(payload, TokenBatch):
-        lengths = payload.lengths[start:stop]
-        return TokenBatch(payload.ids[start:stop, : int(lengths.max())], lengths)
-    return payload[start:stop]
-
-
-def split_payload(payload: Payload, max_items: int) -> list[Payload]:
-    n = len(payload)
-    if n <= max_items:
-        return [payload]
-    return [slice_payload(payload, i, min(i + max_items, n)) for i in range(0, n, max_items)]
