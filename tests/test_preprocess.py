@@ -110,7 +110,7 @@ def test_exif_orientation_is_applied():
     img = natural_image(40, 20)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise for display
-    out = open_rgb(encode(img, "JPEG", exif=exif), ImageSpec(8, None, (8, 8)), LIMITS)
+    out = open_rgb(encode(img, "JPEG", exif=exif), ImageSpec(20, None, (20, 20)), LIMITS)  # no draft downscale
     assert out.size == (20, 40)
 
 
@@ -133,9 +133,9 @@ def test_cmyk_and_animated_gif_first_frame():
 
 def test_jpeg_draft_only_for_large_images():
     spec = ImageSpec(32, None, (32, 32))
-    small = encode(natural_image(120, 100), "JPEG")
-    assert open_rgb(small, spec, LIMITS).size == (120, 100)  # < 4x target: decoded in full
+    small = encode(natural_image(60, 50), "JPEG")
+    assert open_rgb(small, spec, LIMITS).size == (60, 50)  # < 2x target: decoded in full
     large = encode(natural_image(640, 480), "JPEG")
     decoded = open_rgb(large, spec, LIMITS)
-    assert decoded.size == (160, 120)  # DCT-domain 1/4, still >= 2x the target's short side
+    assert decoded.size == (80, 60)  # DCT-domain 1/8, still >= the target's short side
     assert prepare_image(large, spec, LIMITS).shape == (32, 32, 3)

@@ -99,7 +99,7 @@ def test_jpeg_draft_decode_stays_close_to_full_decode(towers, reference):
         data = encode(natural_image(640, 480, seed=seed), "JPEG", quality=90)
         fast.append(prepare_image(data, spec, ImageLimits()))
         full.append(resize_and_crop(open_rgb(data, spec, ImageLimits(draft_headroom=1e9)), spec))
-        assert open_rgb(data, spec, ImageLimits()).size == (160, 120)
+        assert open_rgb(data, spec, ImageLimits()).size == (80, 60)  # 1/8: the draft did the heavy lifting
     sims = cosine(towers["image"].embed_images(np.stack(fast)), towers["image"].embed_images(np.stack(full)))
     assert sims.min() >= 0.999
     assert cosine(towers["image"].embed_images(np.stack(full[:1]))[0], reference.image(
