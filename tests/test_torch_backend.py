@@ -64,6 +64,14 @@ def test_bf16_stays_close_to_fp32(model_dir, towers):
     pixels = np.stack([prepare_image(encode(natural_image(64, 48, seed=s)), spec, ImageLimits()) for s in range(8)])
     assert cosine(bf16.embed_images(pixels), towers["image"].embed_images(pixels)).min() >= 0.999
 
+    from test_tokenizer import make_tokenizer
+
+    texts = ["a photo of a cat", "a diagram of a bicycle", "two dogs playing in the snow at night"]
+    batch = pack_tokens([e.ids for e in make_tokenizer(model_dir).encode(texts, truncate=True)])
+    bf16_text = TorchBackend.load(ckpt, "text", device="cpu", dtype="bfloat16")
+    fp32_rows = towers["text"].embed_texts(batch.ids, batch.lengths)
+    assert cosine(bf16_text.embed_texts(batch.ids, batch.lengths), fp32_rows).min() >= 0.999
+
 
 def test_pickle_only_checkpoint_is_refused(model_dir, tmp_path):
     folder = tmp_path / "pickled"
