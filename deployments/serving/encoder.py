@@ -159,20 +159,17 @@ class _EncoderReplica:
             return self.backend.embed_texts(payload.ids, payload.lengths)
         return self.backend.embed_images(payload)
 
-    def _forward(self, payload: Payload) -> np.ndarray:
-        """Runs on a forward thread."""
+    async def _forward_call(self, payload: Payload) -> np.ndarray:
+        """One device batch on a forward thread; counters are kept here, on the event loop."""
         self._forwards += 1
         self._items += payload_len(payload)
-        out = self._embed(payload)
-        metrics().encoded_items.inc(len(out), tags=self._tags)
-        return out
-
-    async def _forward_call(self, payload: Payload) -> np.ndarray:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._forward_pool, self._forward, payload)
+            out = await asyncio.get_running_loop().run_in_executor(self._forward_pool, self._embed, payload)
         except Exception as exc:
             metrics().errors.inc(tags={**self._tags, "stage": "forward", "status": exception_status(exc)})
             raise
+        metrics().encoded_items.inc(len(out), tags=self._tags)
+        return out
 
 
 ENCODER_DEFAULTS: dict[str, Any] = {
