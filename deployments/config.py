@@ -61,7 +61,15 @@ class DeploymentOptions(StrictModel):
 
 
 class EncoderDeploymentOptions(DeploymentOptions):
-    user_config: BatchingConfig | None = Field(None, description="Live-tunable batching.")
+    user_config: BatchingConfig | None = Field(
+        None, description="Live-tunable batching; knobs left out keep the tower's default (max_batch_size: 32 image, "
+        "64 text).")
+
+    def to_options(self) -> dict[str, Any]:
+        options = super().to_options()
+        if self.user_config is not None:  # only what was set: the replica fills in its tower's defaults
+            options["user_config"] = self.user_config.model_dump(exclude_unset=True)
+        return options
 
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
@@ -204,7 +212,7 @@ class RouterConfig(StrictModel):
     coalesce_wait_ms: float = Field(
         2.0, ge=0.0, le=100.0, description="How long items for one tower are gathered into one encoder call."
     )
-    max_items_per_call: int = Field(32, ge=1, le=4096, description="Most items in one router->encoder call.")
+    max_items_per_call: int = Field(64, ge=1, le=4096, description="Most items in one router->encoder call.")
     max_inflight_calls: int = Field(
         8, ge=1, le=1024, description="Encoder calls in flight per (variant, tower); beyond it items accumulate."
     )

@@ -87,7 +87,7 @@ def test_build_app_names_and_options():
     assert image._deployment_config.autoscaling_config.max_replicas == 4
     text = deployments["TextEncoder:openai--clip-vit-base-patch32"]
     assert text.ray_actor_options["num_cpus"] == 1 and text.max_ongoing_requests == 64
-    assert text.user_config == {"max_batch_size": 32, "batch_wait_timeout_s": 0.003}
+    assert text.user_config == {"max_batch_size": 64, "batch_wait_timeout_s": 0.003}  # the text tower's default
     assert deployments["TextEncoder:local--text-only"].ray_actor_options["num_gpus"] == 1
     assert deployments["Router"].num_replicas == 2
 

@@ -102,3 +102,17 @@ def test_batches_in_flight_policy():
     assert cpu_batches_in_flight("auto", "torch", 1) == 1
     assert cpu_batches_in_flight("auto", "onnx", 8) == 1  # one session thread pool
     assert cpu_batches_in_flight(1, "torch", 8) == 1
+
+
+def test_knobs_left_out_keep_the_towers_own_defaults(ray_session, model_dir):
+    """A user_config that sets only the wait keeps max_batch_size at the tower's default
+    (64 for text, 32 for images), both at build time and when retuned live."""
+    from deployments.config import VariantConfig
+    from deployments.serving.encoder import TextEncoder
+
+    options = VariantConfig(id="t", text_deployment={"user_config": {"batch_wait_timeout_s": 0.0}}).deployment_options("text")
+    assert options.to_options()["user_config"] == {"batch_wait_timeout_s": 0.0}
+    replica = TextEncoder.func_or_class({"id": "t", "source": str(model_dir), "device": "cpu", "towers": ["text"]})
+    replica.reconfigure({"batch_wait_timeout_s": 0.0})
+    stats = asyncio.run(replica.stats())
+    assert (stats["max_batch_size"], stats["batch_wait_timeout_s"]) == (64, 0.0)
