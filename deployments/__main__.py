@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 
@@ -36,22 +35,6 @@ clip-serve is up at {base}   (Ctrl-C stops it)
        -d '{{"model": "{model}", "input": [{{"image": "'$(base64 -w0 shape.png)'"}}, {{"text": "a red circle"}}]}}'
 """
     return text + f"  API docs: {base}/docs    playground: {base}/\n"
-
-
-def _wait_ready(base: str, timeout_s: float = 120.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the service at {base} did not become ready in {timeout_s:.0f}s")
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -84,7 +67,9 @@ def serve_command(args: argparse.Namespace) -> int:
         ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),
                  include_dashboard=args.dashboard)
     deploy(applications, args.host, args.port)
-    _wait_ready(f"http://127.0.0.1:{args.port}")
+    from .client import wait_ready
+
+    wait_ready(f"http://127.0.0.1:{args.port}")
     print(_banner(args.host, args.port, first_model, demo=not args.config), flush=True)
     if args.detach:
         return 0

@@ -33,6 +33,22 @@ class ClientError(Exception):
         return f"HTTP {self.status}{f' ({where})' if where else ''}: {self.message}"
 
 
+def wait_ready(base: str, timeout_s: float = 120.0) -> None:
+    """Poll `{base}/ready` until the service has loaded every model; TimeoutError after `timeout_s`."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=10) as r:
+                if r.status == 200:
+                    return
+        except OSError:  # not up yet (URLError), or 503 while loading (HTTPError)
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the service at {base} did not become ready in {timeout_s:.0f}s")
+
+
 def is_image_path(value: str) -> bool:
     return Path(value).suffix.lower() in IMAGE_SUFFIXES
 

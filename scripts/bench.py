@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_load import LoadResult, run_alternating, run_load  # noqa: E402
 from bench_model import Rate, image_throughput, text_throughput  # noqa: E402
 
+from deployments.client import wait_ready  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
@@ -122,19 +124,6 @@ def cpu_seconds_by_role() -> dict[str, float]:
             continue
         out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
-
-
-def wait_ready(base: str, timeout_s: float = 300) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/ready", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("service did not become ready")
 
 
 def app_args(folder: Path, dtype: str, threads: int, overrides: list[str] = ()) -> dict:
@@ -272,7 +261,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{args.port}"
     t0 = time.perf_counter()
     deploy([app_config(app_args(folder, args.dtype, args.threads, args.set))], "127.0.0.1", args.port, blocking=False)
-    wait_ready(base)
+    wait_ready(base, timeout_s=300)
     cold_start = time.perf_counter() - t0
 
     jpegs = [base64.b64encode(photo_jpeg(s)).decode() for s in range(32)]

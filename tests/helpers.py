@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deployments.client import wait_ready  # noqa: F401  (tests poll /ready through it)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BPE = REPO.parent / "shared" / "data" / "clip-bpe" / "bpe_simple_vocab_16e6.txt.gz"
 
@@ -114,20 +116,3 @@ def run_json_scenario(command: list[str], budget_s: float) -> dict:
         pytest.fail(f"{command[1]} ran over {budget_s} s:\n{err[-3000:]}")
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
-
-
-def wait_ready(base: str, timeout_s: float = 120.0) -> None:
-    """Poll `{base}/ready` until the app has loaded every model."""
-    import time
-
-    import httpx
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{base} did not become ready in {timeout_s:.0f}s")
