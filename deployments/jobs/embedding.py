@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import VariantConfig
 from ..preprocess.images import ImageError, ImageLimits, prepare_image
+from ..serving.threads import DECODE_THREAD, named_pool
 from .datasets import DataError, image_bytes
 from .embed_inputs import InputFormat, ShardPlan, plan_shards, read_lines
 from .model_runner import ModelRunner
@@ -77,7 +77,7 @@ class ShardEmbedder:
         self.out = Path(self.job.output)
         threads = max(1, int(self.job.cpus_per_worker))
         self.runner = ModelRunner(self.job.variant, threads=threads, batch_size=self.job.batch_size)
-        self.pool = ThreadPoolExecutor(self.job.decode_threads, thread_name_prefix="decode")
+        self.pool = named_pool(self.job.decode_threads, DECODE_THREAD)
         self.limits = ImageLimits()
         self._batch_requests: Any = None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..protocol.inputs import ImageItem, Item, TextItem
 from .concurrency import gather_or_cancel
 from .errors import backend_error
 from .metrics import metrics
+from .threads import DECODE_THREAD, named_pool
 from .url_fetch import UrlFetcher
 from .variants import VariantRuntime
 
@@ -50,7 +50,7 @@ class EmbeddingService:
             max_aspect_ratio=limits.max_image_aspect_ratio, formats=frozenset(limits.image_formats),
         )
         self.items = ItemPreprocessor(self.image_limits, limits.max_text_chars)
-        self._decode_pool = ThreadPoolExecutor(router.decode_threads, thread_name_prefix="decode")
+        self._decode_pool = named_pool(router.decode_threads, DECODE_THREAD)
         self.fetcher = fetcher  # None: image URLs are refused (decode_image_source says so)
         self.max_urls_per_request = max_urls_per_request
 

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from ..preprocess.image_spec import ImageSpec
 from .metrics import exception_status, metrics
 from .coalescer import ENCODER_METRICS, Coalescer
 from .payloads import Payload, TokenBatch, pack_images, pack_tokens, payload_len, unpack_payload
+from .threads import FORWARD_THREAD, named_pool
 
 logger = logging.getLogger("ray.serve")
 # Per-tower defaults: text forwards are cheap per item, and 64 per forward measured 74% ->
@@ -90,8 +90,7 @@ class _EncoderReplica:
         self._forwards = 0
         self._items = 0
         self.batches_in_flight = in_flight
-        self._forward_pool = ThreadPoolExecutor(max_workers=self.batches_in_flight,
-                                                thread_name_prefix=f"{self.tower}-forward")
+        self._forward_pool = named_pool(self.batches_in_flight, FORWARD_THREAD)
         # Calls queue item by item; each forward takes what queued while the last one ran
         # (batch sizes counted in items, not calls). A failed batch is rerun call by call,
         # so only the call at fault fails.

@@ -54,6 +54,7 @@ class RouterState:
         return self.config.router.truncate_default if requested is None else requested
 
 
-def get_state(request: Request) -> RouterState:
-    """FastAPI dependency: the replica's RouterState."""
+async def get_state(request: Request) -> RouterState:
+    """FastAPI dependency: the replica's RouterState. Async so FastAPI calls it on the event
+    loop: a plain `def` dependency costs every request a hop through AnyIO's thread pool."""
     return request.app.state.clip
