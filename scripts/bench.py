@@ -1,6 +1,7 @@
 """One command, one run, one table: model-only throughput against the served API.
 
-    python scripts/bench.py [--dtype bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--record docs/benchmarks.md]
+    python scripts/bench.py [--dtype bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--ingress haproxy|proxy]
+                            [--record docs/benchmarks.md]
 
 Builds (once, cached) a ViT-B/32-sized CLIP with random weights — speed does not depend
 on the weights — measures each tower alone in this process, serves it on a local Ray
@@ -35,6 +36,7 @@ from bench_load import LoadResult, run_alternating, run_load  # noqa: E402
 from bench_model import Rate, image_throughput, text_throughput  # noqa: E402
 
 from deployments.client import wait_ready  # noqa: E402
+from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env  # noqa: E402
 from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +85,7 @@ def body(payload: dict, model: str = MODEL_ID) -> bytes:
 
 
 def serve_processes() -> dict[int, str]:
-    """pid -> role for the bench app's replicas (by deployment) and Serve's HTTP proxy."""
+    """pid -> role for the bench app's replicas (by deployment), Serve's HTTP proxy and HAProxy."""
     out: dict[int, str] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -94,8 +96,10 @@ def serve_processes() -> dict[int, str]:
             continue
         if "ServeReplica:clip:" in title:
             out[int(proc.name)] = title.split("ServeReplica:clip:", 1)[1].split()[0].split(".")[0].split(":")[0]
-        elif title.startswith("ray::ProxyActor"):
-            out[int(proc.name)] = "HTTP proxy"
+        elif title.startswith(("ray::ProxyActor", "ray::HAProxyManager")):
+            out[int(proc.name)] = "HTTP proxy"  # Serve's Python proxy, or the actor managing HAProxy
+        elif title.endswith("/haproxy"):
+            out[int(proc.name)] = "HAProxy"
     return out
 
 
@@ -105,7 +109,7 @@ def replica_peak_rss() -> dict[str, float]:
     for pid, role in serve_processes().items():
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:") and role != "HTTP proxy":
+                if line.startswith("VmHWM:") and role not in ("HTTP proxy", "HAProxy"):
                     out[role] = max(out.get(role, 0.0), int(line.split()[1]) / 2**20)
         except OSError:
             continue
@@ -262,6 +266,8 @@ def main() -> int:
     ap.add_argument("--record", help="append the result to this markdown file")
     ap.add_argument("--set", action="append", default=[], metavar="router.FIELD=JSON",
                     help="override a router or variant setting (repeatable), e.g. router.max_inflight_calls=2")
+    ap.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
+                    help="how HTTP reaches the router (deployments/ingress.py)")
     ap.add_argument("--model-only-once", action="store_true",
                     help="measure model-only before the served runs only (quicker A/B of settings; noisier ratios)")
     args = ap.parse_args()
@@ -275,6 +281,7 @@ def main() -> int:
 
     from deployments.launch import app_config, deploy
 
+    os.environ.update(ingress_env(args.ingress, local=True))  # read by every Ray process at start
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     base = f"http://127.0.0.1:{args.port}"
     t0 = time.perf_counter()
@@ -368,7 +375,7 @@ def main() -> int:
     print("\n" + report)
     if args.record:
         record(args.record, "", "bench.py", f"dtype {args.dtype}, {args.threads} threads per encoder, "
-               f"{args.seconds:.0f} s per scenario", report)
+               f"{args.ingress} ingress, {args.seconds:.0f} s per scenario", report)
     return 0
 
 

@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
+from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env  # noqa: E402
+from deployments.serving.proxy_admission import CALLBACK_ENV, LIMIT_ENV  # noqa: E402
+
 MODEL = "tiny"
 IMAGE, TEXT, ROUTER = "ImageEncoder:tiny", "TextEncoder:tiny", "Router"
 ROUTER_LIMIT = 24  # router.max_concurrent_requests per replica in this run
@@ -321,14 +324,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model-dir", help="CLIP checkpoint folder (default: the demo model)")
     parser.add_argument("--heal-wait-s", type=float, default=90.0,
                         help="chaos: how long to keep the load on while Serve replaces what was killed")
+    parser.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
+                        help="HAProxy in front of the routers (default) or Serve's Python proxy (deployments/ingress.py)")
     parser.add_argument("--no-proxy-admission", action="store_true",
-                        help="shed only in the routers (to compare with shedding in the proxy too)")
+                        help="no shedding in Serve's HTTP servers, only in the apps (to compare)")
     args = parser.parse_args(argv)
-    if not args.no_proxy_admission:  # the proxies of the cluster started below inherit these
-        from deployments.serving.proxy_admission import CALLBACK, CALLBACK_ENV, LIMIT_ENV
-
-        os.environ[CALLBACK_ENV] = CALLBACK
-        os.environ[LIMIT_ENV] = str(PROXY_LIMIT)
+    proxy_admission = not args.no_proxy_admission
+    env = {**ingress_env(args.ingress, local=True), LIMIT_ENV: str(PROXY_LIMIT)}  # the cluster below inherits these
+    if not proxy_admission:
+        env.pop(CALLBACK_ENV)
+    os.environ.update(env)
 
     import ray
     from ray import serve
@@ -341,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
         from deployments.demo import ensure_demo_model
 
         model_dir = str(ensure_demo_model())
-    report: dict = {"what": args.what, "proxy_admission": not args.no_proxy_admission}
+    report: dict = {"what": args.what, "ingress": args.ingress, "proxy_admission": proxy_admission}
     started = time.monotonic()
     # Its own temp dir: a plain `ray.init()` elsewhere on this machine (another test
     # session) must not find this cluster as "the current one" and attach to it.

@@ -27,6 +27,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Reference, bpe_path, free_port  # noqa: E402
+from deployments.ingress import DEFAULT_INGRESS, ingress_env  # noqa: E402
 from onnx_fixtures import combined_only_dir, l14_336_dir, onnx_dir, onnx_server  # noqa: E402,F401
 
 HUB_ID = "openai/clip-vit-base-patch32"
@@ -84,14 +85,31 @@ def metrics_port() -> int:
     return free_port()
 
 
+@contextmanager
+def environment(values: dict[str, str]):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def ray_session(hf_home, metrics_port):
     import ray
     from ray import serve
 
     # address="local": our own cluster, even while another test run's is up on this machine.
-    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             _metrics_export_port=metrics_port)
+    # The product's default ingress (HAProxy in front of routers serving HTTP); its settings
+    # reach Ray's processes through the environment they start with, and only them.
+    with environment(ingress_env(DEFAULT_INGRESS, local=True)):
+        ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, _metrics_export_port=metrics_port)
     yield ray
     serve.shutdown()
     ray.shutdown()

@@ -27,6 +27,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_process(port: int) -> str:
+    """The command line (argv[0]) of the process listening on TCP `port` on this machine."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(str(fd.readlink()) in inodes for fd in (proc / "fd").iterdir()):
+                return (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+    raise LookupError(f"nothing listens on port {port}")
+
+
 def natural_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """Smooth gradients plus noise: compresses like a photo, differs per seed."""
     rng = np.random.default_rng(seed)

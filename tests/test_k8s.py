@@ -161,10 +161,28 @@ def test_cluster_layout_probes_drain_and_secrets(rayservice, overlay):
     assert volumes["api-keys"]["secret"]["secretName"] == overlay.api_keys.name
     assert "api-keys" not in {m["name"] for m in containers(encoders["template"])["volumeMounts"]}
     # every serving pod's proxy sheds in the envelope beyond its cap
+    assert overlay.ingress == "proxy"
     for template in (cluster["headGroupSpec"]["template"], routers["template"], encoders["template"]):
         env = {e["name"]: e.get("value") for e in containers(template)["env"]}
         assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:middlewares"
         assert int(env["CLIP_SERVE_PROXY_MAX_INFLIGHT"]) == overlay.proxy_max_inflight
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+
+
+def test_haproxy_ingress_overlay_sets_it_on_every_serving_pod_without_a_proxy_cap(overlay):
+    from deployments.k8s.manifests import rayservice as build
+
+    serve_config = kubernetes_serve_config(load_serve_config(REPO / "serve_config.yaml"), overlay.deployment_overrides)
+    doc = build(overlay.model_copy(update={"ingress": "haproxy"}), serve_config)
+    assert not errors(doc)
+    cluster = doc["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    for template in templates:
+        env = {e["name"]: e.get("value") for e in containers(template)["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+        # routers shed against their own cap in their own HTTP servers; no proxy cap to size
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:middlewares"
+        assert "CLIP_SERVE_PROXY_MAX_INFLIGHT" not in env
 
 
 def test_jobs_and_monitoring(overlay):

@@ -1,6 +1,7 @@
 """The README's first command, minus the install: `python -m deployments serve` serves the
 embedded demo model offline (trained once per test session into CLIP_SERVE_HOME, as the
-first start would), prints a working example, answers curl, and stops cleanly on Ctrl-C."""
+first start would), prints a working example, answers curl, and stops cleanly on Ctrl-C,
+through either ingress (HAProxy, the default, or Serve's Python proxy)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import sys
 import time
 
 import httpx
-from helpers import REPO, b64, encode, free_port, natural_image
+import pytest
+from helpers import REPO, b64, encode, free_port, listening_process, natural_image
+
+LISTENER = {"haproxy": "/haproxy", "proxy": "ray::ProxyActor"}  # what answers on the public port
 
 
-def test_serve_command_runs_the_demo_offline(demo_home, demo_model_dir):
+@pytest.mark.parametrize("ingress", [None, "proxy"], ids=["default-haproxy", "proxy"])
+def test_serve_command_runs_the_demo_offline(demo_home, demo_model_dir, ingress):
     port = free_port()
     env = {**os.environ, "CLIP_SERVE_HOME": str(demo_home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments", "serve", "--port", str(port), "--num-cpus", "4"],
+        [sys.executable, "-m", "deployments", "serve", "--port", str(port), "--num-cpus", "4",
+         *(["--ingress", ingress] if ingress else [])],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output: list[str] = []
@@ -42,11 +48,16 @@ def test_serve_command_runs_the_demo_offline(demo_home, demo_model_dir):
         assert r.status_code == 200, r.text
         assert [len(d["embedding"]) for d in r.json()["data"]] == [64, 64]
         assert (demo_model_dir / "model.safetensors").is_file() and demo_model_dir.parent == demo_home
+        listener = listening_process(port)
+        expected = LISTENER[ingress or "haproxy"]
+        assert listener.endswith(expected) if expected.startswith("/") else listener.startswith(expected), listener
     finally:
         proc.send_signal(signal.SIGINT)
+        stopping = time.monotonic()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
     assert proc.returncode == 0
+    assert time.monotonic() - stopping < 30  # Ctrl-C does not sit out Serve's 30 s ingress drain

@@ -79,3 +79,22 @@ def test_proxy_cap_sheds_without_touching_the_app_and_spares_serve_and_probe_pat
     assert all(r.status_code == 200 for r, _ in results[6:])
     assert slow.finished == 2 + 4  # shed requests never reached the app
     assert (proxy.capacity.active, proxy.capacity.shed) == (0, 4)
+
+
+def test_in_a_router_process_the_serve_callback_applies_the_routers_cap_once(monkeypatch):
+    """Direct ingress: Serve runs the callback in the router's own HTTP server, in front of
+    the app whose AdmissionControl holds the same Capacity: counted once, shed outside."""
+    from deployments.serving import overload
+
+    monkeypatch.setenv("CLIP_SERVE_PROXY_MAX_INFLIGHT", "100")  # a proxy's cap: not what applies here
+    router_cap = Capacity(limit=3)
+    monkeypatch.setattr(overload, "_router_capacity", router_cap)
+    slow = SlowApp(0.5)
+    app = AdmissionControl(slow, router_cap)  # the router app's own admission, same cap
+    (middleware,) = middlewares()
+    outer = middleware.cls(app, *middleware.args, **middleware.kwargs)
+    results = asyncio.run(burst(outer, ["/v1/embeddings"] * 8))
+    # counted twice, the app would refuse what the outer layer let in (3 pass there, 1 here)
+    assert sorted(r.status_code for r, _ in results) == [200] * 3 + [503] * 5
+    assert slow.finished == 3 and (router_cap.active, router_cap.shed) == (0, 5)
+    assert outer.capacity.shed == 0  # the proxy-sized fallback was not used

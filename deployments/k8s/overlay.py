@@ -5,7 +5,7 @@ unknown keys are errors."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,6 +94,11 @@ class Overlay(Strict):
         default_factory=dict, description="Deep-merged over serve_config.yaml's app args (e.g. auth on Kubernetes)."
     )
     api_keys: ApiKeys | None = Field(None, description="Secret with the API keys, mounted into router pods.")
+    ingress: Literal["proxy", "haproxy"] = Field(
+        "proxy", description="How HTTP reaches the routers (deployments/ingress.py): Serve's Python proxy on "
+        "every pod (Ray's default, with proxy_max_inflight), or HAProxy in front of routers serving HTTP "
+        "themselves on ports 30000-31000, which must be reachable between pods."
+    )
     proxy_max_inflight: int | None = Field(
         None, ge=1, description="Requests each Serve HTTP proxy forwards at once; beyond it a 503 envelope "
         "without a router hop (deployments/serving/proxy_admission.py). None: off."

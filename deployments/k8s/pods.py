@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..serving.proxy_admission import CALLBACK, CALLBACK_ENV, LIMIT_ENV
+from ..ingress import ingress_env
+from ..serving.proxy_admission import CALLBACK_ENV, LIMIT_ENV
 from .overlay import Overlay, PodShape, SecretKey
 
 HF_HOME = "/home/ray/.cache/huggingface"
@@ -33,11 +34,15 @@ def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key, "optional": True}}}
 
 
-def proxy_env(overlay: Overlay) -> list[dict[str, Any]]:
-    """Shedding inside each Serve HTTP proxy (deployments/serving/proxy_admission.py)."""
+def ingress_pod_env(overlay: Overlay) -> list[dict[str, Any]]:
+    """The ingress mode, and the shedding in Serve's HTTP servers with each Python proxy's
+    cap (deployments/serving/proxy_admission.py; routers behind HAProxy use their own)."""
+    env = ingress_env(overlay.ingress)
     if not overlay.proxy_max_inflight:
-        return []
-    return [{"name": CALLBACK_ENV, "value": CALLBACK}, {"name": LIMIT_ENV, "value": str(overlay.proxy_max_inflight)}]
+        env.pop(CALLBACK_ENV, None)
+    elif overlay.ingress == "proxy":
+        env[LIMIT_ENV] = str(overlay.proxy_max_inflight)
+    return [{"name": name, "value": value} for name, value in env.items()]
 
 
 def api_keys_mount(overlay: Overlay) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -107,7 +112,7 @@ def pod_template(
         mounts.append({"name": "hf-cache", "mountPath": HF_HOME})
         env += [{"name": "HF_HOME", "value": HF_HOME}, secret_env("HF_TOKEN", overlay.hf_token)]
     if serving:
-        env += proxy_env(overlay)
+        env += ingress_pod_env(overlay)
     for volume, mount in extra_mounts:
         volumes.append(volume)
         mounts.append(mount)

@@ -19,6 +19,7 @@ Probes and docs (the public paths) pass both untouched: a loaded router stays re
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +39,28 @@ class Capacity:
     shed: int = 0
 
 
+# The cap of the router replica living in this process, if one does. With Serve's direct
+# ingress the HTTP callback (proxy_admission) runs in the router's own HTTP server, outside
+# Serve's request handling and FastAPI, and sheds there against this same cap: a refusal
+# then costs a fraction of one that reaches the app (docs/reliability.md).
+_router_capacity: Capacity | None = None
+
+
+def register_router_capacity(capacity: Capacity) -> None:
+    global _router_capacity
+    _router_capacity = capacity
+
+
+def router_capacity() -> Capacity | None:
+    return _router_capacity
+
+
+# Scope key of a request admitted against a cap of this process: an inner AdmissionControl
+# on the same cap lets it through uncounted (process-local: Serve's proxy ships the scope
+# to another process, whose router must count it).
+_ADMITTED = "clip.admitted"
+
+
 class AdmissionControl:
     """Caps requests in progress; `exempt` requests (probes) are neither counted nor shed."""
 
@@ -46,16 +69,21 @@ class AdmissionControl:
         self.capacity = capacity
         self.exempt = exempt
 
+    def current(self) -> Capacity:
+        return self.capacity
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.exempt(scope):
+        capacity = self.current()
+        token = (os.getpid(), id(capacity))
+        if scope["type"] != "http" or self.exempt(scope) or scope.get(_ADMITTED) == token:
             await self.app(scope, receive, send)
             return
-        capacity = self.capacity
         if capacity.active >= capacity.limit:
             capacity.shed += 1
             await send_error(send, APIError.unavailable("the server is at capacity; retry shortly", retry_after_s=1))
             return
         capacity.active += 1
+        scope[_ADMITTED] = token
         try:
             await self.app(scope, receive, send)
         finally:

@@ -1,22 +1,23 @@
-"""Shedding in Serve's HTTP proxy itself, before a request costs a hop to a router.
+"""Shedding in Serve's HTTP servers, before a request costs Serve's request handling.
 
-A router refusing a request still pays Serve's proxy->replica hop (about 10-15 ms of CPU
-on a small machine): far past capacity the refusals alone saturate the CPUs and even the
-503s come late. This middleware runs inside each HTTP proxy and caps the requests that
-proxy has in flight to routers; beyond the cap it answers the 503 envelope at once,
-without any hop. Routers' own admission control stays the precise per-replica limit;
-this one is the cheap outer bound (size it near routers x max_concurrent_requests per
-proxy).
+A router refusing a request behind Serve's Python proxy still pays the proxy->replica hop
+(about 10-15 ms of CPU on a small machine): far past capacity the refusals alone saturate
+the CPUs and even the 503s come late. Serve runs this middleware in every HTTP server it
+starts. In each Python proxy it caps the requests that proxy has in flight to routers
+(size it near routers x max_concurrent_requests per proxy); in a router's own HTTP server
+(direct ingress behind HAProxy, deployments/ingress.py) it applies that router's
+`max_concurrent_requests` before Serve's request handling and the app. Beyond the cap it
+answers the 503 envelope at once.
 
-Serve loads proxy middleware from an import path in the proxy's environment, so enable it
-on every Ray node (the pods' environment on Kubernetes; `python -m deployments serve`
-sets it for the local cluster it starts):
+Serve loads the middleware from an import path in each Ray node's environment (the pods'
+environment on Kubernetes; `python -m deployments serve` sets it for the local cluster it
+starts; deployments/ingress.py builds it):
 
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.serving.proxy_admission:middlewares
-    CLIP_SERVE_PROXY_MAX_INFLIGHT=512
+    CLIP_SERVE_PROXY_MAX_INFLIGHT=512   # Python proxies only
 
-Serve's own endpoints (/-/healthz, /-/routes) and GET /health and /ready (under any route
-prefix) are never shed.
+Serve's own endpoints (/-/healthz, /-/routes), GET /health and /ready (under any route
+prefix) and the router's other public paths (docs) are never shed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import os
 from starlette.middleware import Middleware
 from starlette.types import Scope
 
-from .overload import AdmissionControl, Capacity
+from .auth import is_public
+from .overload import AdmissionControl, Capacity, router_capacity
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "deployments.serving.proxy_admission:middlewares"
@@ -41,8 +43,21 @@ def never_shed(scope: Scope) -> bool:
     return path.startswith("/-/") or (scope.get("method") in ("GET", "HEAD") and path.endswith(PROBES))
 
 
+def exempt(scope: Scope) -> bool:
+    return never_shed(scope) or is_public(scope)
+
+
+class ServeAdmission(AdmissionControl):
+    """In Serve's proxy: a cap on this proxy's requests in flight to any router. In a
+    router's own HTTP server (Serve's direct ingress, behind HAProxy): that router's cap,
+    checked before Serve's request handling and the app, which then do not count it again."""
+
+    def current(self) -> Capacity:
+        return router_capacity() or self.capacity
+
+
 def middlewares() -> list[Middleware]:
-    """The proxy callback Serve calls (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH): the
-    router's admission control, counting this proxy's requests in flight to any router."""
+    """The HTTP callback Serve calls (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH) in every
+    HTTP server it starts: its proxies, and with direct ingress its ingress replicas."""
     capacity = Capacity(int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)))
-    return [Middleware(AdmissionControl, capacity=capacity, exempt=never_shed)]
+    return [Middleware(ServeAdmission, capacity=capacity, exempt=exempt)]

@@ -8,6 +8,7 @@ from ray import serve
 
 from ..config import AppConfig
 from .http_app import build_http_app
+from .overload import register_router_capacity
 from .state import RouterState
 
 ROUTER_DEFAULTS: dict[str, Any] = {
@@ -25,6 +26,7 @@ ROUTER_DEFAULTS: dict[str, Any] = {
 class Router:
     async def __init__(self, config: dict[str, Any], encoders: dict[str, dict[str, Any]]) -> None:
         self.state = RouterState(AppConfig.model_validate(config), encoders)
+        register_router_capacity(self.state.capacity)  # this process's HTTP callback sheds against it
         self.state.variants.start()
 
     def __serve_build_asgi_app__(self):

