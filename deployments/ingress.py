@@ -74,4 +74,7 @@ def ingress_env(mode: str = DEFAULT_INGRESS, *, local: bool = False) -> dict[str
         # default, 30 s, is sized for cloud load balancers); the local HAProxy learns within
         # 0.1 s and retries refused connections, and Ctrl-C should not take half a minute.
         env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "2"
+        # On one machine a layer-4 error to a router means it is gone: mark it down at the
+        # first, not the third (Ray's default), so fewer requests are sent to a dead router.
+        env["RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT"] = "1"
     return env

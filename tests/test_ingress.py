@@ -25,6 +25,7 @@ def test_local_clusters_get_haproxy_listeners_of_their_own_and_a_short_drain():
     ports = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
     assert len({first[p] for p in ports} | {second[p] for p in ports}) == 4  # no clash between two clusters
     assert float(first["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) <= 5
+    assert first["RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT"] == "1"  # a dead local router is dropped at once
     assert "RAY_SERVE_HAPROXY_STATS_PORT" not in ingress_env("haproxy")  # Kubernetes pods keep Ray's defaults
 
 
