@@ -30,7 +30,8 @@ DEFAULT_INGRESS = "haproxy"
 _HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing on this machine listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -69,7 +70,7 @@ def ingress_env(mode: str = DEFAULT_INGRESS, *, local: bool = False) -> dict[str
     if mode == "proxy":
         return env
     if local:
-        env.update({name: str(_free_port()) for name in _HAPROXY_PORTS})
+        env.update({name: str(free_port()) for name in _HAPROXY_PORTS})
         # A stopping router stays open this long so load balancers deregister it first (Ray's
         # default, 30 s, is sized for cloud load balancers); the local HAProxy learns within
         # 0.1 s and retries refused connections, and Ctrl-C should not take half a minute.

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
-from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env  # noqa: E402
+from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, free_port, ingress_env  # noqa: E402
 from deployments.serving.proxy_admission import CALLBACK_ENV, LIMIT_ENV  # noqa: E402
 
 MODEL = "tiny"
@@ -138,14 +138,6 @@ async def open_loop(url: str, rec: Recorder, rate: float, seconds: float) -> flo
         offered = i / (time.monotonic() - started)
         await asyncio.gather(*tasks)
     return offered
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

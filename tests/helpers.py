@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from deployments.client import wait_ready  # noqa: F401  (tests poll /ready through it)
+from deployments.ingress import free_port  # noqa: F401  (tests and their helper scripts bind through it)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BPE = REPO.parent / "shared" / "data" / "clip-bpe" / "bpe_simple_vocab_16e6.txt.gz"
@@ -19,12 +19,6 @@ SHARED_BPE = REPO.parent / "shared" / "data" / "clip-bpe" / "bpe_simple_vocab_16
 def bpe_path() -> Path | None:
     """The shared CLIP BPE file when the checkout has ../shared beside it (CI does)."""
     return SHARED_BPE if SHARED_BPE.exists() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening_process(port: int) -> str:

@@ -169,19 +169,31 @@ def test_cluster_layout_probes_drain_and_secrets(rayservice, overlay):
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
 
 
-def test_haproxy_ingress_overlay_sets_it_on_every_serving_pod_without_a_proxy_cap(overlay):
+def serving_pod_envs(overlay, **update) -> list[dict[str, str | None]]:
     from deployments.k8s.manifests import rayservice as build
 
     serve_config = kubernetes_serve_config(load_serve_config(REPO / "serve_config.yaml"), overlay.deployment_overrides)
-    doc = build(overlay.model_copy(update={"ingress": "haproxy"}), serve_config)
+    doc = build(overlay.model_copy(update=update), serve_config)
     assert not errors(doc)
     cluster = doc["spec"]["rayClusterConfig"]
     templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
-    for template in templates:
-        env = {e["name"]: e.get("value") for e in containers(template)["env"]}
+    return [{e["name"]: e.get("value") for e in containers(template)["env"]} for template in templates]
+
+
+@pytest.mark.parametrize("proxy_max_inflight", [768, None])
+def test_haproxy_ingress_overlay_sets_it_on_every_serving_pod_without_a_proxy_cap(overlay, proxy_max_inflight):
+    for env in serving_pod_envs(overlay, ingress="haproxy", proxy_max_inflight=proxy_max_inflight):
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
-        # routers shed against their own cap in their own HTTP servers; no proxy cap to size
+        # routers shed against their own cap in their own HTTP servers, with or without a
+        # proxy cap (that one sizes Python proxies only)
         assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:middlewares"
+        assert "CLIP_SERVE_PROXY_MAX_INFLIGHT" not in env
+
+
+def test_python_proxy_without_a_cap_runs_no_admission_callback(overlay):
+    for env in serving_pod_envs(overlay, ingress="proxy", proxy_max_inflight=None):
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+        assert "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" not in env
         assert "CLIP_SERVE_PROXY_MAX_INFLIGHT" not in env
 
 

@@ -101,7 +101,8 @@ class Overlay(Strict):
     )
     proxy_max_inflight: int | None = Field(
         None, ge=1, description="Requests each Serve HTTP proxy forwards at once; beyond it a 503 envelope "
-        "without a router hop (deployments/serving/proxy_admission.py). None: off."
+        "without a router hop (deployments/serving/proxy_admission.py). None: off. Python proxy only: behind "
+        "HAProxy each router sheds at its own max_concurrent_requests either way."
     )
     gcs_fault_tolerance: FaultTolerance
     autoscaler: Autoscaler = Field(default_factory=Autoscaler)

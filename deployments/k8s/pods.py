@@ -35,13 +35,15 @@ def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
 
 
 def ingress_pod_env(overlay: Overlay) -> list[dict[str, Any]]:
-    """The ingress mode, and the shedding in Serve's HTTP servers with each Python proxy's
-    cap (deployments/serving/proxy_admission.py; routers behind HAProxy use their own)."""
+    """The ingress mode, and the shedding in Serve's HTTP servers (deployments/serving/
+    proxy_admission.py): behind HAProxy always, each router against its own cap; in the
+    Python proxies only with a `proxy_max_inflight` to cap them at."""
     env = ingress_env(overlay.ingress)
-    if not overlay.proxy_max_inflight:
-        env.pop(CALLBACK_ENV, None)
-    elif overlay.ingress == "proxy":
-        env[LIMIT_ENV] = str(overlay.proxy_max_inflight)
+    if overlay.ingress == "proxy":
+        if overlay.proxy_max_inflight:
+            env[LIMIT_ENV] = str(overlay.proxy_max_inflight)
+        else:
+            env.pop(CALLBACK_ENV, None)
     return [{"name": name, "value": value} for name, value in env.items()]
 
 
