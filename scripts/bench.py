@@ -192,16 +192,17 @@ class ModelOnly:
             + ("s" if self.threads > 1 else "")
 
 
-def model_only(folder: Path, dtype: str, threads: int, texts: list[str]) -> dict[str, list[ModelOnly]]:
+def model_only(folder: Path, dtype: str, threads: int, texts: list[str], **options) -> dict[str, list[ModelOnly]]:
     """Each tower alone in this process, one forward at a time with every thread, and (with
-    2+ threads) two concurrent forwards splitting them, as the encoder replicas run."""
+    2+ threads) two concurrent forwards splitting them, as the encoder replicas run.
+    `options`: the torch backend's load options the served variant also gets."""
     out: dict[str, list[ModelOnly]] = {"image": [], "text": []}
     for in_flight in ([1, 2] if threads >= 2 else [1]):
         per = max(1, threads // in_flight)
-        rate, bs, _ = image_throughput(folder, dtype, threads, batch_sizes=(16, 32), in_flight=in_flight)
+        rate, bs, _ = image_throughput(folder, dtype, threads, batch_sizes=(16, 32), in_flight=in_flight, **options)
         out["image"].append(ModelOnly("image", bs, in_flight, per, rate))
         out["text"].append(ModelOnly("text", 64, in_flight, per,
-                                     text_throughput(folder, dtype, threads, texts, in_flight=in_flight)))
+                                     text_throughput(folder, dtype, threads, texts, in_flight=in_flight, **options)))
     return out
 
 
@@ -268,14 +269,18 @@ def main() -> int:
                     help="override a router or variant setting (repeatable), e.g. router.max_inflight_calls=2")
     ap.add_argument("--ingress", choices=INGRESS_MODES, default=DEFAULT_INGRESS,
                     help="how HTTP reaches the router (deployments/ingress.py)")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="serve and measure model-only with torch_compile: true (inductor)")
     ap.add_argument("--model-only-once", action="store_true",
                     help="measure model-only before the served runs only (quicker A/B of settings; noisier ratios)")
     args = ap.parse_args()
 
     folder = bench_checkpoint()
     texts = captions(256)
+    options = {"torch_compile": True} if args.torch_compile else {}
+    overrides = [*args.set, *(["variant.torch_compile=true"] if args.torch_compile else [])]
     print(f"model-only (before), {args.dtype}, {args.threads} threads ...", flush=True)
-    model_before = model_only(folder, args.dtype, args.threads, texts)
+    model_before = model_only(folder, args.dtype, args.threads, texts, **options)
 
     import ray
 
@@ -285,7 +290,7 @@ def main() -> int:
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     base = f"http://127.0.0.1:{args.port}"
     t0 = time.perf_counter()
-    deploy([app_config(app_args(folder, args.dtype, args.threads, args.set))], "127.0.0.1", args.port, blocking=False)
+    deploy([app_config(app_args(folder, args.dtype, args.threads, overrides))], "127.0.0.1", args.port, blocking=False)
     wait_ready(base, timeout_s=300)
     cold_start = time.perf_counter() - t0
 
@@ -325,7 +330,7 @@ def main() -> int:
     ray.shutdown()
 
     print("model-only (after) ...", flush=True)
-    model_after = model_before if args.model_only_once else model_only(folder, args.dtype, args.threads, texts)
+    model_after = model_before if args.model_only_once else model_only(folder, args.dtype, args.threads, texts, **options)
     # The reference is the best model-only figure of the run, whatever layout gave it.
     ref = {tower: max([*model_before[tower], *model_after[tower]], key=lambda m: m.rate) for tower in ("image", "text")}
     best = {tower: ref[tower].rate for tower in ref}
@@ -375,7 +380,8 @@ def main() -> int:
     print("\n" + report)
     if args.record:
         record(args.record, "", "bench.py", f"dtype {args.dtype}, {args.threads} threads per encoder, "
-               f"{args.ingress} ingress, {args.seconds:.0f} s per scenario", report)
+               f"{args.ingress} ingress, {args.seconds:.0f} s per scenario"
+               + (", torch_compile" if args.torch_compile else ""), report)
     return 0
 
 

@@ -12,7 +12,7 @@ BACKENDS: dict[str, str] = {
 }
 # Variant config fields each backend's `load` and `serving_files` take as keyword arguments.
 BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("allow_pickle_weights", "trust_remote_code"),
+    "torch": ("allow_pickle_weights", "trust_remote_code", "torch_compile"),
     "onnx": ("onnx_dtype",),
 }
 

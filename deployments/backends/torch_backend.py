@@ -20,7 +20,8 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, checkpoint: Checkpoint, tower: str, device: str, dtype: str, threads: int | None,
-                 allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> None:
+                 allow_pickle_weights: bool = False, trust_remote_code: bool = False,
+                 torch_compile: bool = False) -> None:
         import torch
         import transformers
 
@@ -59,9 +60,14 @@ class TorchBackend:
         self.image_spec, self.tokenizer_info = checkpoint.tower_preprocessing(tower)
         if self.image_spec is not None:
             self._scale, self._bias = channel_affine(self.image_spec, self.device)
+        self.compiled = None  # the torch.compile'd forward (torch_compile: true); None: eager
+        self._forward = self._tower_forward
+        if torch_compile:
+            self._compile()
 
     @classmethod
-    def serving_files(cls, tower: str, allow_pickle_weights: bool = False, trust_remote_code: bool = False) -> list[str]:
+    def serving_files(cls, tower: str, allow_pickle_weights: bool = False, trust_remote_code: bool = False,
+                      torch_compile: bool = False) -> list[str]:
         """Repository files a hub download fetches for this backend."""
         return [*SERVING_FILES, *(PICKLE_PATTERNS if allow_pickle_weights else []),
                 *(REMOTE_CODE_PATTERNS if trust_remote_code else [])]
@@ -69,8 +75,18 @@ class TorchBackend:
     @classmethod
     def load(cls, checkpoint: Checkpoint, tower: str, *, device: str = "auto", dtype: str = "auto",
              threads: int | None = None, allow_pickle_weights: bool = False,
-             trust_remote_code: bool = False) -> TorchBackend:
-        return cls(checkpoint, tower, device, dtype, threads, allow_pickle_weights, trust_remote_code)
+             trust_remote_code: bool = False, torch_compile: bool = False) -> TorchBackend:
+        return cls(checkpoint, tower, device, dtype, threads, allow_pickle_weights, trust_remote_code, torch_compile)
+
+    def _compile(self) -> None:
+        from .torch_compile import compile_forward, image_warmup, text_warmup
+
+        if self.tower == "image":
+            warmup = image_warmup(self.image_spec.input_hw)
+        else:
+            warmup = text_warmup(self.tokenizer_info.bos_id, self.tokenizer_info.eos_id)
+        self.compiled, self._forward = compile_forward(self._tower_forward, warmup, self.runner.to_device,
+                                                       f"{self.tower} tower")
 
     def _features(self, **inputs):
         if self._whole_model:  # the repository's own code: CLIPModel's feature API
@@ -79,27 +95,32 @@ class TorchBackend:
         out = self.model(**inputs)
         return out.image_embeds if self.tower == "image" else out.text_embeds
 
-    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
+    def _tower_forward(self, batch):
+        """The device-side work of one batch (what torch_compile compiles, whole):
+        uint8 NHWC pixels or int32 token ids -> L2-normalised float32 embeddings."""
         import torch.nn.functional as F
 
         from .torch_pixels import normalize_pixels
 
-        with torch.inference_mode(), self.runner.stream():
-            x = normalize_pixels(self.runner.to_device(pixels), self._scale, self._bias, self.dtype)
-            feats = self._features(pixel_values=x)
-            return F.normalize(feats.float(), dim=-1).cpu().numpy()
-
-    def embed_texts(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
-        with torch.inference_mode(), self.runner.stream():
+        if self.tower == "image":
+            feats = self._features(pixel_values=normalize_pixels(batch, self._scale, self._bias, self.dtype))
+        else:
             # The text tower is causal and pools at the first EOS, so right padding never
             # reaches the pooled position: no attention mask needed.
-            input_ids = self.runner.to_device(ids).long()
-            feats = self._features(input_ids=input_ids)
-            return F.normalize(feats.float(), dim=-1).cpu().numpy()
+            feats = self._features(input_ids=batch.long())
+        return F.normalize(feats.float(), dim=-1)
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), self.runner.stream():
+            return self._forward(self.runner.to_device(batch)).cpu().numpy()
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self._embed(pixels)
+
+    def embed_texts(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self._embed(ids)
 
     def info(self) -> TowerInfo:
         return TowerInfo(
@@ -114,4 +135,5 @@ class TorchBackend:
             param_count=sum(p.numel() for p in self.model.parameters()),
             image_spec=self.image_spec.to_dict() if self.image_spec else None,
             tokenizer=self.tokenizer_info,
+            extra={"compiled": self.compiled is not None},
         )

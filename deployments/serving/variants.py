@@ -177,6 +177,7 @@ class VariantRuntime:
             "context_length": self.tokenizer.context_length if self.tokenizer else None,
             "dtype": info.dtype if info else None,
             "device": info.device if info else None,
+            "compiled": bool(info.extra.get("compiled")) if info else None,
             "logit_scale": self.logit_scale if info else None,
         }
 

@@ -1,0 +1,81 @@
+"""Eager against `torch_compile: true`, model-only, side by side in one process.
+
+    python scripts/bench_compile.py [--dtype bfloat16] [--rounds 8] [--record docs/benchmarks.md]
+
+Each tower is loaded twice through the torch backend (eager, compiled), both with one
+thread, and the two are measured in alternating 3-second slices: items per CPU-second of
+the measuring thread, whose median over the rounds other load on the machine barely moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import bench_checkpoint, captions, record, table  # noqa: E402
+from bench_model import load_tower  # noqa: E402
+
+
+def per_cpu_second(fn, items: int, seconds: float) -> float:
+    fn()
+    calls, start, cpu = 0, time.perf_counter(), time.thread_time()
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return calls * items / (time.thread_time() - cpu)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--record", help="append the result to this markdown file")
+    args = ap.parse_args()
+
+    from deployments.preprocess.tokenizer import ClipTokenizer
+    from deployments.serving.payloads import pack_tokens
+
+    folder = bench_checkpoint()
+    # Every model class loads before anything compiles: compiled graphs are guarded on
+    # transformers' registry of loaded classes (deployments/backends/torch_compile.py).
+    eager = {t: load_tower(folder, t, args.dtype, 1) for t in ("image", "text")}
+    compiled, compile_s = {}, {}
+    for tower in ("image", "text"):
+        start = time.perf_counter()
+        compiled[tower] = load_tower(folder, tower, args.dtype, 1, torch_compile=True)
+        compile_s[tower] = time.perf_counter() - start
+    h, w = eager["image"].image_spec.input_hw
+    pixels = np.random.default_rng(0).integers(0, 256, size=(16, h, w, 3), dtype=np.uint8)
+    t = eager["text"].tokenizer_info
+    tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
+    texts = pack_tokens([e.ids for e in tok.encode(captions(64), truncate=True)])
+    calls = {"image": (lambda b: lambda: b.embed_images(pixels), 16),
+             "text": (lambda b: lambda: b.embed_texts(texts.ids, texts.lengths), 64)}
+
+    rows = [["tower (batch, 1 thread)", "eager items/CPU-s", "compiled items/CPU-s", "compiled / eager",
+             "per round", "load + compile s"]]
+    for tower, (call, items) in calls.items():
+        pairs = [(per_cpu_second(call(eager[tower]), items, 3.0), per_cpu_second(call(compiled[tower]), items, 3.0))
+                 for _ in range(args.rounds)]
+        e, c = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        rows.append([f"{tower} ({items}, text length {texts.ids.shape[1]})" if tower == "text" else f"{tower} ({items})",
+                     f"{e:.1f}", f"{c:.1f}", f"{c / e:.2f}x", " ".join(f"{b / a:.2f}" for a, b in pairs),
+                     f"{compile_s[tower]:.1f}"])
+    report = table(rows)
+    print(report)
+    if args.record:
+        record(args.record, "", "bench_compile.py", f"dtype {args.dtype}, medians over {args.rounds} alternating "
+               "rounds of 3 s", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
