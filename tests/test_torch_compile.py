@@ -22,6 +22,11 @@ from deployments.config import VariantConfig
 from deployments.preprocess.images import ImageLimits, prepare_image
 from deployments.serving.payloads import pack_tokens
 
+# Inductor turns graphs into C++ on CPU; without a compiler the option fails at load, which
+# test_a_failed_compile_says_how_to_serve_without_it checks on any machine.
+needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                               reason="no C++ compiler for inductor on this machine")
+
 TEXTS = ["a photo of a cat", "a diagram", "two dogs playing in the snow at night", "an extremely long caption " * 20]
 
 
@@ -52,6 +57,7 @@ def pixels(model_dir, n: int) -> np.ndarray:
                      for s in range(n)])
 
 
+@needs_cxx
 def test_compiled_towers_match_the_reference(compiled, reference, model_dir):
     spec = Checkpoint.open(str(model_dir)).image_spec()
     datas = [encode(natural_image(97, 61, seed=s), "JPEG") for s in range(3)]
@@ -65,6 +71,7 @@ def test_compiled_towers_match_the_reference(compiled, reference, model_dir):
         assert (cosine(compiled["text"].embed_texts(batch.ids, batch.lengths), reference.texts(texts)) >= 0.9999).all()
 
 
+@needs_cxx
 def test_no_serving_shape_compiles_after_load(compiled, model_dir):
     """Any batch size and text length runs a graph compiled at load, given as the replica
     gives it (arrays from Ray, inference mode, on a forward thread): under this stance a
@@ -85,6 +92,7 @@ def test_no_serving_shape_compiles_after_load(compiled, model_dir):
         forward_thread.submit(every_shape).result()
 
 
+@needs_cxx
 def test_bf16_compiled_stays_close_to_fp32_eager(model_dir, compiled, eager):
     ckpt = Checkpoint.open(str(model_dir))
     bf16 = {t: TorchBackend.load(ckpt, t, device="cpu", dtype="bfloat16", threads=1, torch_compile=True)
@@ -96,6 +104,7 @@ def test_bf16_compiled_stays_close_to_fp32_eager(model_dir, compiled, eager):
                   eager["text"].embed_texts(batch.ids, batch.lengths)).min() >= 0.999
 
 
+@needs_cxx
 def test_two_checkpoints_compiled_in_one_process_keep_their_own_weights(compiled, model_dir, tmp_path):
     """Same shapes, different weights: each instance runs its own graphs on its own weights."""
     other = build_clip_checkpoint(tmp_path / "other", seed=7)
@@ -128,6 +137,7 @@ def test_torch_compile_is_a_torch_option():
         VariantConfig.model_validate({"id": "x", "source": "/m", "backend": "onnx", "torch_compile": True})
 
 
+@needs_cxx
 def test_compiled_variant_served_end_to_end(server_port, wide_model_dir, model_dir, reference, tmp_path):
     source = tmp_path / "tiny"
     shutil.copytree(model_dir, source)

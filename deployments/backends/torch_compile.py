@@ -1,11 +1,11 @@
 """`torch_compile: true`: a tower's forward compiled by torch.compile (inductor) at load,
 then served without ever compiling again.
 
-Why: on the 2-vCPU development machine inductor's code runs ViT-B/32 in bf16 ~11% faster
-per core on images and ~23% on texts than eager (docs/benchmarks.md; inductor's weight
-freezing measured the same, so weights stay shared with the eager module). The costs, and
-why it is opt-in: tens of seconds of compiling per tower before the replica is ready (a few
-with inductor's on-disk cache warm) and more resident memory per replica.
+Why: on the 2-vCPU development machine ViT-B/32 in bf16 runs 3% more images and 6% more
+texts per CPU-second than eager, and 7% more of both served (docs/benchmarks.md; inductor's
+weight freezing measured the same, so the weights stay shared with the eager module). The
+cost, and why it is opt-in: a replica needs 30-35 s more to start with inductor's on-disk
+cache empty, ~8 s with it warm.
 
 One graph covers every batch size >= 2 and every text length (shapes are dynamic); batch 1
 gets its own, because dynamo specializes sizes 0 and 1. Both are compiled by warm-up calls
