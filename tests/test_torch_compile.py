@@ -5,6 +5,7 @@ end to end through the API."""
 from __future__ import annotations
 
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -90,6 +91,37 @@ def test_no_serving_shape_compiles_after_load(compiled, model_dir):
 
     with ThreadPoolExecutor(1) as forward_thread:
         forward_thread.submit(every_shape).result()
+
+
+def python_model_calls(fn) -> int:
+    """How many times `fn` enters transformers' CLIP module code in Python, on a forward thread."""
+    def run() -> int:
+        calls = 0
+
+        def profile(frame, event, arg):
+            nonlocal calls
+            if event == "call" and frame.f_code.co_filename.endswith("modeling_clip.py"):
+                calls += 1
+
+        sys.setprofile(profile)
+        try:
+            fn()
+        finally:
+            sys.setprofile(None)
+        return calls
+
+    with ThreadPoolExecutor(1) as forward_thread:
+        return forward_thread.submit(run).result()
+
+
+@needs_cxx
+def test_requests_run_the_compiled_graphs_not_the_python_model(compiled, eager, model_dir):
+    """The serving path (run-only mode) uses the graphs: CLIP's Python code never runs."""
+    images, batch = pixels(model_dir, 5), tokens(model_dir, TEXTS)
+    assert python_model_calls(lambda: eager["image"].embed_images(images)) > 0  # the probe sees eager code
+    for n in (1, 5):
+        assert python_model_calls(lambda: compiled["image"].embed_images(images[:n])) == 0
+    assert python_model_calls(lambda: compiled["text"].embed_texts(batch.ids, batch.lengths)) == 0
 
 
 @needs_cxx
