@@ -41,7 +41,8 @@ def test_a_variant_named_by_id_alone_gets_the_entry_defaults():
     assert fashion.aliases == ["fc"]  # what the config says wins
     # Overriding the backend drops the entry's onnx-only defaults instead of failing.
     as_torch = parse_app_config({"variants": [{"id": "Xenova/clip-vit-base-patch32", "backend": "torch"}]})
-    assert as_torch.variants[0].backend_options() == {"allow_pickle_weights": False, "trust_remote_code": False}
+    assert as_torch.variants[0].backend_options() == {"allow_pickle_weights": False, "trust_remote_code": False,
+                                                      "torch_compile": False}
     q8 = parse_app_config({"variants": [{"id": "Xenova/clip-vit-base-patch32", "onnx_dtype": "quantized"}]})
     assert q8.variants[0].backend_options() == {"onnx_dtype": "q8"}
 

@@ -74,7 +74,7 @@ def test_flags_reach_the_backend_and_the_download():
         {"id": "c", "backend": "onnx", "onnx_dtype": "quantized"},
     ]})
     a, b, c = cfg.variants
-    assert a.backend_options() == {"allow_pickle_weights": True, "trust_remote_code": True}
+    assert a.backend_options() == {"allow_pickle_weights": True, "trust_remote_code": True, "torch_compile": False}
     assert c.backend_options() == {"onnx_dtype": "q8"}
 
     def fetches(variant, name):
