@@ -4,7 +4,7 @@
 
 Each tower is loaded twice through the torch backend (eager, compiled), both with one
 thread, and the two are measured in alternating 3-second slices: items per CPU-second of
-the measuring thread, whose median over the rounds other load on the machine barely moves.
+this process, whose median over the rounds other load on the machine barely moves.
 """
 
 from __future__ import annotations
@@ -21,16 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bench_checkpoint, captions, record, table  # noqa: E402
-from bench_model import load_tower  # noqa: E402
-
-
-def per_cpu_second(fn, items: int, seconds: float) -> float:
-    fn()
-    calls, start, cpu = 0, time.perf_counter(), time.thread_time()
-    while time.perf_counter() - start < seconds:
-        fn()
-        calls += 1
-    return calls * items / (time.thread_time() - cpu)
+from bench_model import _rate, load_tower  # noqa: E402
 
 
 def main() -> int:
@@ -57,13 +48,12 @@ def main() -> int:
     t = eager["text"].tokenizer_info
     tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
     texts = pack_tokens([e.ids for e in tok.encode(captions(64), truncate=True)])
-    calls = {"image": (lambda b: lambda: b.embed_images(pixels), 16),
-             "text": (lambda b: lambda: b.embed_texts(texts.ids, texts.lengths), 64)}
+    work = {"image": (lambda b: b.embed_images(pixels), 16), "text": (lambda b: b.embed_texts(texts.ids, texts.lengths), 64)}
 
     rows = [["tower (batch, 1 thread)", "eager items/CPU-s", "compiled items/CPU-s", "compiled / eager",
              "per round", "load + compile s"]]
-    for tower, (call, items) in calls.items():
-        pairs = [(per_cpu_second(call(eager[tower]), items, 3.0), per_cpu_second(call(compiled[tower]), items, 3.0))
+    for tower, (call, items) in work.items():
+        pairs = [tuple(_rate(lambda b=b: call(b), items, 3.0).per_cpu_s for b in (eager[tower], compiled[tower]))
                  for _ in range(args.rounds)]
         e, c = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
         rows.append([f"{tower} ({items}, text length {texts.ids.shape[1]})" if tower == "text" else f"{tower} ({items})",
