@@ -1,7 +1,7 @@
 """`torch_compile: true`: a tower's forward compiled by torch.compile (inductor) at load,
 then served without ever compiling again.
 
-Why: on the 2-vCPU development machine ViT-B/32 in bf16 runs 3% more images and 6% more
+Why: on the 2-vCPU development machine ViT-B/32 in bf16 runs 3-6% more images and 6-7% more
 texts per CPU-second than eager, and 7% more of both served (docs/benchmarks.md; inductor's
 weight freezing measured the same, so the weights stay shared with the eager module). The
 cost, and why it is opt-in: a replica needs 30-35 s more to start with inductor's on-disk
