@@ -110,7 +110,7 @@ class VariantConfig(StrictModel):
     )
     torch_compile: bool = Field(
         False, description="backend torch: compile the forwards with torch.compile (inductor) at load. CPU, "
-        "ViT-B/32 bf16: 3-7% more items per core, 8-35 s longer replica start (docs/benchmarks.md)."
+        "ViT-B/32 bf16: 3-7% more items per core, 8-32 s longer replica start (docs/benchmarks.md)."
     )
     logit_scale: float | None = Field(
         None, gt=0, description="exp(temperature) for zero-shot scores when the checkpoint's files lack it."
