@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 sys.path.insert(0, str(REPO / "scripts"))
-from bench import LABELS, VIT_B32, machine, photo_jpeg  # noqa: E402
+from bench import LABELS  # noqa: E402
+from bench_common import VIT_B32, machine, photo_jpeg  # noqa: E402
 
 MODEL_ID = "bench/vit-b-32-random"
 

@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_checkpoint, captions, record, table  # noqa: E402
-from bench_model import _rate, load_tower  # noqa: E402
+from bench_common import bench_checkpoint, captions, record, table  # noqa: E402
+from bench_model import _rate, load_tower, tokenize  # noqa: E402
 
 
 def main() -> int:
@@ -30,9 +30,6 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--record", help="append the result to this markdown file")
     args = ap.parse_args()
-
-    from deployments.preprocess.tokenizer import ClipTokenizer
-    from deployments.serving.payloads import pack_tokens
 
     folder = bench_checkpoint()
     # Every model class loads before anything compiles: compiled graphs are guarded on
@@ -45,9 +42,7 @@ def main() -> int:
         compile_s[tower] = time.perf_counter() - start
     h, w = eager["image"].image_spec.input_hw
     pixels = np.random.default_rng(0).integers(0, 256, size=(16, h, w, 3), dtype=np.uint8)
-    t = eager["text"].tokenizer_info
-    tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
-    texts = pack_tokens([e.ids for e in tok.encode(captions(64), truncate=True)])
+    texts = tokenize(eager["text"], captions(64))
     work = {"image": (lambda b: b.embed_images(pixels), 16), "text": (lambda b: b.embed_texts(texts.ids, texts.lengths), 64)}
 
     rows = [["tower (batch, 1 thread)", "eager items/CPU-s", "compiled items/CPU-s", "compiled / eager",

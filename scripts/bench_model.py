@@ -42,12 +42,13 @@ def _rate(fn, items: int, min_seconds: float, in_flight: int = 1) -> Rate:
     return rate
 
 
-def load_tower(folder: Path, tower: str, dtype: str, threads: int, backend: str = "torch", **options):
+def load_tower(folder: Path, tower: str, dtype: str, threads: int | None, backend: str = "torch",
+               device: str = "cpu", **options):
     """A tower on any registered backend (`options`: that backend's load options)."""
     from deployments.backends.checkpoint import Checkpoint
     from deployments.backends.registry import get_backend
 
-    return get_backend(backend).load(Checkpoint.open(str(folder)), tower, device="cpu", dtype=dtype,
+    return get_backend(backend).load(Checkpoint.open(str(folder)), tower, device=device, dtype=dtype,
                                      threads=threads, **options)
 
 
@@ -65,13 +66,18 @@ def image_throughput(folder: Path, dtype: str, threads: int, batch_sizes=(16, 32
     return rates[best], best, rates
 
 
-def text_throughput(folder: Path, dtype: str, threads: int, texts: list[str], batch_size=64, min_seconds=4.0,
-                    backend: str = "torch", in_flight: int = 1, **options):
+def tokenize(tower, texts: list[str]):
+    """Texts -> the padded token batch (`.ids`, `.lengths`) a text replica receives."""
     from deployments.preprocess.tokenizer import ClipTokenizer
     from deployments.serving.payloads import pack_tokens
 
-    tower = load_tower(folder, "text", dtype, max(1, threads // in_flight), backend, **options)
     t = tower.tokenizer_info
     tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
-    batch = pack_tokens([e.ids for e in tok.encode((texts * batch_size)[:batch_size], truncate=True)])
+    return pack_tokens([e.ids for e in tok.encode(texts, truncate=True)])
+
+
+def text_throughput(folder: Path, dtype: str, threads: int, texts: list[str], batch_size=64, min_seconds=4.0,
+                    backend: str = "torch", in_flight: int = 1, **options):
+    tower = load_tower(folder, "text", dtype, max(1, threads // in_flight), backend, **options)
+    batch = tokenize(tower, (texts * batch_size)[:batch_size])
     return _rate(lambda: tower.embed_texts(batch.ids, batch.lengths), batch_size, min_seconds, in_flight)

@@ -1,0 +1,95 @@
+"""Helpers every benchmark script shares, importing nothing heavier than numpy and
+Pillow at module level, so the GPU benchmark runs on a machine without Ray."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
+           "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
+WORDS = {
+    "adj": ["red", "small", "old", "shiny", "wooden", "striped", "bright", "dark", "fluffy", "broken"],
+    "noun": ["cat", "bicycle", "teapot", "mountain", "guitar", "lighthouse", "sandwich", "robot", "sofa", "kite"],
+    "where": ["on a beach", "in a kitchen", "at night", "in the snow", "on a table", "in a busy street"],
+}
+
+
+def bench_checkpoint() -> Path:
+    from deployments.checkpoint_builder import build_clip_checkpoint
+    from deployments.demo import clip_serve_home
+
+    folder = clip_serve_home() / "bench-vit-b-32"
+    if not (folder / "model.safetensors").is_file():
+        build_clip_checkpoint(folder, seed=0, **VIT_B32)
+    return folder
+
+
+def captions(n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [f"a photo of a {rng.choice(WORDS['adj'])} {rng.choice(WORDS['noun'])} {rng.choice(WORDS['where'])}"
+            for _ in range(n)]
+
+
+def photo_jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    chans = [127 + 100 * np.sin(x / rng.uniform(5, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(5, 40)) for _ in range(3)]
+    arr = np.clip(np.stack(chans, -1) + rng.normal(0, 10, (height, width, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} vCPU {model}, {mem:.0f} GiB, {gpus()}"
+
+
+def gpus() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU"
+    return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+
+
+def record(path: str, title: str, script: str, details: str, report: str) -> None:
+    """Append a result to a markdown file under a heading with date, commit and machine."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    # A copied tree without git (a lent GPU machine) is told its commit by the caller.
+    commit = commit or os.environ.get("CLIP_SERVE_COMMIT", "unknown")
+    header = (f"\n## {title}{datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
+              f"Command: `python scripts/{script} {' '.join(sys.argv[1:])}` ({details}, load "
+              f"{os.getloadavg()[0]:.2f} at the end)\n\n")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(header + report + "\n")
+
+
+def fmt_row(cells: list[str], widths: list[int]) -> str:
+    return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [fmt_row(rows[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return "\n".join([*lines, *(fmt_row(r, widths) for r in rows[1:])])
+
+

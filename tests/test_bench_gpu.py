@@ -1,0 +1,56 @@
+"""scripts/bench_gpu.py, the GPU benchmark a session runs when a GPU machine is lent: its
+quick mode on this CPU, so the script works the day one is, and its checks failing a
+tower that does not match the reference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from deployments.backends.checkpoint import Checkpoint
+from deployments.backends.torch_backend import TorchBackend
+from deployments.checkpoint_builder import build_clip_checkpoint
+from deployments.preprocess.images import ImageLimits, prepare_image
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from bench_common import photo_jpeg  # noqa: E402
+from bench_model import tokenize  # noqa: E402
+from gpu_checks import CpuReference, dtype_checks  # noqa: E402
+
+
+def test_quick_run_on_cpu_checks_and_measures(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--quick",
+                           "--seconds", "0.2", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    names = {c["name"] for c in result["checks"]}
+    assert {"image tower, float32", "text tower, bfloat16", "image tower, bfloat16, 2 forwards at once"} <= names
+    assert all(c["ok"] for c in result["checks"])
+    assert {(r["tower"], r["how"]) for r in result["figures"]} >= {
+        ("image", "compute"), ("image", "from host, 2 in flight"), ("text", "from host, 1 in flight")}
+    assert all(r["items_per_s"] > 0 for r in result["figures"])
+    assert result["router"]["per_core"] > 0 and result["router"]["all_cores"] > 0
+    assert "end-to-end bound" in result["summary"]
+
+
+def test_checks_fail_a_tower_with_other_weights(model_dir, tmp_path):
+    """Same shapes, other weights: every check must say no."""
+    other = build_clip_checkpoint(tmp_path / "other", seed=5)
+    spec = Checkpoint.open(str(model_dir)).image_spec()
+    pixels = np.stack([prepare_image(photo_jpeg(s, 64, 48), spec, ImageLimits()) for s in range(4)])
+    texts = ["a photo of a cat", "a red square on a table"]
+    reference = CpuReference(model_dir)
+
+    def load(tower, dtype, **options):
+        return TorchBackend.load(Checkpoint.open(str(other)), tower, device="cpu", dtype=dtype, **options)
+
+    tokens = tokenize(load("text", "float32"), texts)
+    checks = dtype_checks(load, reference.images(pixels), reference.texts(texts), pixels, tokens, ["float32"])
+    assert len(checks) == 3 and not any(c.ok for c in checks), checks
