@@ -39,7 +39,6 @@ THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode"}
 LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
 
 
-
 def body(payload: dict, model: str = MODEL_ID) -> bytes:
     return json.dumps({"model": model, **payload}).encode()
 

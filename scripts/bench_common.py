@@ -91,5 +91,3 @@ def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [fmt_row(rows[0], widths), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     return "\n".join([*lines, *(fmt_row(r, widths) for r in rows[1:])])
-
-

@@ -44,12 +44,9 @@ QUICK_SHAPE = {"hidden_size": 64, "layers": 2, "heads": 2, "image_size": 64, "pa
 TARGETS = {"model-only image tower": 20_000, "served, 16 JPEGs per request": 3_000}
 
 
-COMPILE = {"enabled": True}  # --no-compile: a first, quicker pass on a lent machine
-
-
 def can_compile(device: str) -> bool:
     """Inductor emits Triton on CUDA (shipped with torch) and C++ on CPU (needs a compiler)."""
-    return COMPILE["enabled"] and (device == "cuda" or any(shutil.which(c) for c in ("g++", "c++", "clang++")))
+    return device == "cuda" or any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def synchronize(device: str) -> None:
@@ -150,28 +147,30 @@ class Figures:
         return max((r for r in self.rows if r["tower"] == tower and how in r["how"]), key=lambda r: r["items_per_s"])
 
 
-def model_only(load, device: str, dtypes: list[str], batches: list[int], seconds: float, input_hw, texts) -> Figures:
+def model_only(load, device: str, dtypes: list[str], batches: list[int], seconds: float, input_hw, texts,
+               compile_: bool) -> Figures:
+    """`compile_`: also torch_compile, and on CUDA graphs (minutes of compiling)."""
     rng = np.random.default_rng(0)
     pixels = {b: rng.integers(0, 256, size=(b, *input_hw, 3), dtype=np.uint8) for b in batches}
     figures = Figures(seconds)
+    eager = {}
     for dtype in dtypes:
-        figures.tower(load("image", dtype), dtype, "eager", pixels)
-    dtype = dtypes[0]
+        eager[dtype] = load("image", dtype)
+        figures.tower(eager[dtype], dtype, "eager", pixels)
+    dtype, largest = dtypes[0], {b: pixels[b] for b in batches[-2:]}
     figures.add("image", "uint8", "-", batches[-1], "host-to-device copy",
-                transfer_rate(load("image", dtype), pixels[batches[-1]], seconds))
-    if can_compile(device):
-        figures.tower(load("image", dtype, torch_compile=True), dtype, "torch_compile",
-                      {b: pixels[b] for b in batches[-2:]}, in_flight=(2,))
-    if device == "cuda" and can_compile(device):  # graphs are recorded per thread: one in flight
-        eager = load("image", dtype)
-        figures.tower(eager, dtype, "CUDA graphs", {b: pixels[b] for b in batches[-2:]},
-                      forward=cuda_graph_forward(eager), in_flight=(1,))
+                transfer_rate(eager[dtype], pixels[batches[-1]], seconds))
+    if compile_:
+        figures.tower(load("image", dtype, torch_compile=True), dtype, "torch_compile", largest, in_flight=(2,))
+    if compile_ and device == "cuda":  # graphs are recorded per thread: one in flight
+        figures.tower(eager[dtype], dtype, "CUDA graphs", largest, forward=cuda_graph_forward(eager[dtype]),
+                      in_flight=(1,))
     text = load("text", dtype)
     figures.tower(text, dtype, "eager", {b: tokenize(text, (texts * b)[:b]).ids for b in batches[-2:]})
     return figures
 
 
-def parity(folder: Path, load, device: str, dtypes: list[str]) -> list[Check]:
+def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool) -> list[Check]:
     from types import SimpleNamespace
 
     from deployments.backends.checkpoint import Checkpoint
@@ -185,9 +184,9 @@ def parity(folder: Path, load, device: str, dtypes: list[str]) -> list[Check]:
     reference = CpuReference(folder)
     ref_images, ref_texts = reference.images(pixels), reference.texts(texts)
     checks = dtype_checks(load, ref_images, ref_texts, pixels, tokens, dtypes)
-    if can_compile(device):
+    if compile_:
         checks += compiled_checks(load, ref_images, ref_texts, pixels, tokens, dtypes[0])
-    if device == "cuda" and can_compile(device):
+    if compile_ and device == "cuda":
         checks.append(graph_check(load, ref_images, pixels, dtypes[0]))
     return checks
 
@@ -226,7 +225,6 @@ def main() -> int:
 
     import torch
 
-    COMPILE["enabled"] = not args.no_compile
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device is visible; `--device cpu --quick` checks the script on a CPU", file=sys.stderr)
         return 2
@@ -234,6 +232,7 @@ def main() -> int:
            "torch": torch.__version__, "cpus": os.cpu_count()}
     dtypes = ["float16", "bfloat16", "float32"] if args.device == "cuda" else ["bfloat16", "float32"]
     batches = [4, 16] if args.quick else [64, 256, 1024]
+    compile_ = not args.no_compile and can_compile(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
             from deployments.checkpoint_builder import build_clip_checkpoint
@@ -247,14 +246,14 @@ def main() -> int:
             return load_tower(folder, tower, dtype, None, device=args.device, **options)
 
         print("checks ...", flush=True)
-        checks = parity(folder, load, args.device, dtypes)
+        checks = parity(folder, load, args.device, dtypes, compile_)
         for c in checks:
             print(f"  {'ok ' if c.ok else 'FAIL'} {c.name}: min cosine {c.min_cosine:.6f} (bar {c.bar})", flush=True)
         print("model-only ...", flush=True)
         from deployments.backends.checkpoint import Checkpoint
 
         spec = Checkpoint.open(str(folder)).image_spec()
-        figures = model_only(load, args.device, dtypes, batches, args.seconds, spec.input_hw, captions(64))
+        figures = model_only(load, args.device, dtypes, batches, args.seconds, spec.input_hw, captions(64), compile_)
         print("router work per image ...", flush=True)
         from deployments.preprocess.images import ImageLimits
 

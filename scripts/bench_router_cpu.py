@@ -35,7 +35,7 @@ def _work(requests: int) -> tuple[int, float]:
 
 
 def router_images_per_s(bodies: list[bytes], spec, limits, processes: int, seconds: float) -> tuple[float, float]:
-    """(images/s over `processes` worker processes, images per CPU-second of one of them)."""
+    """(images/s over `processes` worker processes, images per CPU-second: one core's rate)."""
     processes = max(1, min(processes, os.cpu_count() or 1))
     # spawn: the parent may hold a CUDA context, which a forked child must not inherit.
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init,
