@@ -49,6 +49,17 @@ def can_compile(device: str) -> bool:
     return device == "cuda" or any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
+def attempt(what: str, step, failures: list[str]):
+    """Run one optional step (compiling can fail on a new machine); a failure is reported,
+    and the run goes on to the figures that do not need it. Returns `step()` or None."""
+    try:
+        return step()
+    except Exception as exc:
+        failures.append(f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        print(f"  FAILED {failures[-1]}", flush=True)
+        return None
+
+
 def synchronize(device: str) -> None:
     if device == "cuda":
         import torch
@@ -148,7 +159,7 @@ class Figures:
 
 
 def model_only(load, device: str, dtypes: list[str], batches: list[int], seconds: float, input_hw, texts,
-               compile_: bool) -> Figures:
+               compile_: bool, failures: list[str]) -> Figures:
     """`compile_`: also torch_compile, and on CUDA graphs (minutes of compiling)."""
     rng = np.random.default_rng(0)
     pixels = {b: rng.integers(0, 256, size=(b, *input_hw, 3), dtype=np.uint8) for b in batches}
@@ -161,16 +172,18 @@ def model_only(load, device: str, dtypes: list[str], batches: list[int], seconds
     figures.add("image", "uint8", "-", batches[-1], "host-to-device copy",
                 transfer_rate(eager[dtype], pixels[batches[-1]], seconds))
     if compile_:
-        figures.tower(load("image", dtype, torch_compile=True), dtype, "torch_compile", largest, in_flight=(2,))
+        attempt("torch_compile figures", lambda: figures.tower(load("image", dtype, torch_compile=True), dtype,
+                                                               "torch_compile", largest, in_flight=(2,)), failures)
     if compile_ and device == "cuda":  # graphs are recorded per thread: one in flight
-        figures.tower(eager[dtype], dtype, "CUDA graphs", largest, forward=cuda_graph_forward(eager[dtype]),
-                      in_flight=(1,))
+        attempt("CUDA graph figures", lambda: figures.tower(eager[dtype], dtype, "CUDA graphs", largest,
+                                                            forward=cuda_graph_forward(eager[dtype]),
+                                                            in_flight=(1,)), failures)
     text = load("text", dtype)
     figures.tower(text, dtype, "eager", {b: tokenize(text, (texts * b)[:b]).ids for b in batches[-2:]})
     return figures
 
 
-def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool) -> list[Check]:
+def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool, failures: list[str]) -> list[Check]:
     from types import SimpleNamespace
 
     from deployments.backends.checkpoint import Checkpoint
@@ -184,10 +197,14 @@ def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool) -
     reference = CpuReference(folder)
     ref_images, ref_texts = reference.images(pixels), reference.texts(texts)
     checks = dtype_checks(load, ref_images, ref_texts, pixels, tokens, dtypes)
+    # A mode that fails to compile counts as a failed check (NaN never meets a bar).
     if compile_:
-        checks += compiled_checks(load, ref_images, ref_texts, pixels, tokens, dtypes[0])
+        checks += attempt("torch_compile checks", lambda: compiled_checks(
+            load, ref_images, ref_texts, pixels, tokens, dtypes[0]), failures) or [
+            Check(f"torch_compile, {dtypes[0]} (did not run)", float("nan"), BARS[dtypes[0]])]
     if compile_ and device == "cuda":
-        checks.append(graph_check(load, ref_images, pixels, dtypes[0]))
+        checks.append(attempt("CUDA graph check", lambda: graph_check(load, ref_images, pixels, dtypes[0]), failures)
+                      or Check(f"image tower, {dtypes[0]}, CUDA graphs (did not run)", float("nan"), BARS[dtypes[0]]))
     return checks
 
 
@@ -246,14 +263,16 @@ def main() -> int:
             return load_tower(folder, tower, dtype, None, device=args.device, **options)
 
         print("checks ...", flush=True)
-        checks = parity(folder, load, args.device, dtypes, compile_)
+        failures: list[str] = []
+        checks = parity(folder, load, args.device, dtypes, compile_, failures)
         for c in checks:
             print(f"  {'ok ' if c.ok else 'FAIL'} {c.name}: min cosine {c.min_cosine:.6f} (bar {c.bar})", flush=True)
         print("model-only ...", flush=True)
         from deployments.backends.checkpoint import Checkpoint
 
         spec = Checkpoint.open(str(folder)).image_spec()
-        figures = model_only(load, args.device, dtypes, batches, args.seconds, spec.input_hw, captions(64), compile_)
+        figures = model_only(load, args.device, dtypes, batches, args.seconds, spec.input_hw, captions(64), compile_,
+                             failures)
         print("router work per image ...", flush=True)
         from deployments.preprocess.images import ImageLimits
 
@@ -273,6 +292,8 @@ def main() -> int:
                             f"{host['items_per_s']:.0f}/s, of which the copy alone runs at "
                             f"{copy['items_per_s']:.0f}/s); target {TARGETS['served, 16 JPEGs per request']} served",
     }
+    if failures:
+        summary["failed steps"] = "; ".join(failures)
     text = report(env, checks, figures, router, summary)
     print("\n" + text)
     if args.json:

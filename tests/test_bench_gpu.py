@@ -5,11 +5,14 @@ tower that does not match the reference."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.torch_backend import TorchBackend
@@ -24,10 +27,15 @@ from bench_model import tokenize  # noqa: E402
 from gpu_checks import CpuReference, dtype_checks  # noqa: E402
 
 
+def quick_run(out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--quick",
+                           "--seconds", "0.2", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
 def test_quick_run_on_cpu_checks_and_measures(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--quick",
-                           "--seconds", "0.2", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    proc = quick_run(out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     names = {c["name"] for c in result["checks"]}
@@ -54,3 +62,19 @@ def test_checks_fail_a_tower_with_other_weights(model_dir, tmp_path):
     tokens = tokenize(load("text", "float32"), texts)
     checks = dtype_checks(load, reference.images(pixels), reference.texts(texts), pixels, tokens, ["float32"])
     assert len(checks) == 3 and not any(c.ok for c in checks), checks
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="without a C++ compiler the script skips compiling instead of trying")
+def test_a_mode_that_fails_to_compile_fails_the_run_but_not_the_other_figures(tmp_path):
+    """Inductor pointed at a compiler that does not exist (with a cache of its own, so
+    nothing compiled earlier is reused): the run exits 1, says what failed, and still
+    reports the eager figures and the router bound."""
+    out = tmp_path / "gpu.json"
+    proc = quick_run(out, {"CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind")})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    failed = [c for c in result["checks"] if not c["ok"]]
+    assert failed and all("torch_compile" in c["name"] for c in failed)
+    assert "torch_compile" in result["summary"]["failed steps"]
+    assert any(r["mode"] == "eager" for r in result["figures"]) and result["router"]["all_cores"] > 0
