@@ -49,12 +49,18 @@ class CpuReference:
         inputs = self.processor.image_processor(images=list(pixels), do_resize=False, do_center_crop=False,
                                                 return_tensors="pt")
         with self.torch.no_grad():
-            return self.model.get_image_features(pixel_values=inputs.pixel_values).pooler_output.numpy()
+            return _features(self.model.get_image_features(pixel_values=inputs.pixel_values))
 
     def texts(self, texts: list[str]) -> np.ndarray:
         enc = self.processor.tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
         with self.torch.no_grad():
-            return self.model.get_text_features(**enc).pooler_output.numpy()
+            return _features(self.model.get_text_features(**enc))
+
+
+def _features(out) -> np.ndarray:
+    """transformers returns a tensor from get_*_features in some releases and an output with
+    `pooler_output` in others; the GPU machine's release is not this machine's."""
+    return (out if hasattr(out, "dim") else out.pooler_output).numpy()
 
 
 def concurrent_outputs(call, batches: list, rounds: int = 4) -> list[list[np.ndarray]]:
