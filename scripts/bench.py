@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_common import bench_checkpoint, captions, photo_jpeg, record, table  # noqa: E402
+from bench_common import MODEL_ID, bench_checkpoint, body, captions, photo_jpeg, record, table  # noqa: E402
 from bench_load import LoadResult, run_alternating, run_load  # noqa: E402
 from bench_model import Rate, image_throughput, text_throughput  # noqa: E402
 
@@ -34,13 +34,8 @@ from deployments.client import wait_ready  # noqa: E402
 from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env  # noqa: E402
 from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD  # noqa: E402
 
-MODEL_ID = "bench/vit-b-32"
 THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode"}
 LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
-
-
-def body(payload: dict, model: str = MODEL_ID) -> bytes:
-    return json.dumps({"model": model, **payload}).encode()
 
 
 def serve_processes() -> dict[int, str]:

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import body, wait_ready  # noqa: E402
-from bench_common import bench_checkpoint, captions, machine, photo_jpeg, table  # noqa: E402
+from bench import wait_ready  # noqa: E402
+from bench_common import bench_checkpoint, body, captions, machine, photo_jpeg, table  # noqa: E402
 from bench_load import run_load  # noqa: E402
 from bench_model import image_throughput, text_throughput  # noqa: E402
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import platform
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+MODEL_ID = "bench/vit-b-32"
 VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
 WORDS = {
@@ -37,6 +39,11 @@ def captions(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     return [f"a photo of a {rng.choice(WORDS['adj'])} {rng.choice(WORDS['noun'])} {rng.choice(WORDS['where'])}"
             for _ in range(n)]
+
+
+def body(payload: dict, model: str = MODEL_ID) -> bytes:
+    """A request body for the served API."""
+    return json.dumps({"model": model, **payload}).encode()
 
 
 def photo_jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:

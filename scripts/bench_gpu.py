@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_common import bench_checkpoint, captions, machine, photo_jpeg, record, table  # noqa: E402
+from bench_common import bench_checkpoint, body, captions, machine, photo_jpeg, record, table  # noqa: E402
 from bench_model import _rate, load_tower, tokenize  # noqa: E402
 from bench_router_cpu import router_images_per_s  # noqa: E402
 from gpu_checks import BARS, Check, CpuReference, compiled_checks, dtype_checks, row_cosines  # noqa: E402
@@ -67,36 +67,36 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def device_rate(tower, step, items: int, seconds: float, warmup: int = 3) -> float:
+    """Items/s of `step()` run back to back on this thread's stream, the device drained
+    before the clock starts and before it stops (kernels run asynchronously on CUDA)."""
+    import torch
+
+    with torch.inference_mode(), tower.runner.stream():
+        for _ in range(warmup):
+            step()
+        synchronize(tower.device.type)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or calls < 3:
+            step()
+            calls += 1
+        synchronize(tower.device.type)
+    return calls * items / (time.perf_counter() - start)
+
+
 def compute_rate(tower, batch: np.ndarray, seconds: float, forward=None) -> float:
     """Items/s of the device-side step alone: the input already on the device, no result copied back."""
     import torch
 
     forward = forward or tower._forward
-    device = tower.device.type
     with torch.inference_mode(), tower.runner.stream():
         x = tower.runner.to_device(batch)
-        for _ in range(3):
-            forward(x)
-        synchronize(device)
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or calls < 3:
-            forward(x)
-            calls += 1
-        synchronize(device)
-    return calls * len(batch) / (time.perf_counter() - start)
+    return device_rate(tower, lambda: forward(x), len(batch), seconds)
 
 
 def transfer_rate(tower, batch: np.ndarray, seconds: float) -> float:
     """Items/s of the host-to-device step alone (pinned staging copy, then the device copy)."""
-    import torch
-
-    with torch.inference_mode(), tower.runner.stream():
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or calls < 3:
-            tower.runner.to_device(batch)
-            calls += 1
-        synchronize(tower.device.type)
-    return calls * len(batch) / (time.perf_counter() - start)
+    return device_rate(tower, lambda: tower.runner.to_device(batch), len(batch), seconds, warmup=0)
 
 
 def cuda_graph_forward(tower):
@@ -212,8 +212,7 @@ def request_bodies(n: int = 4, per_request: int = 16) -> list[bytes]:
     import base64
 
     jpegs = [base64.b64encode(photo_jpeg(s)).decode() for s in range(per_request)]
-    return [json.dumps({"model": "bench", "input": [{"image": jpegs[(k + i) % per_request]} for i in range(per_request)]
-                        }).encode() for k in range(n)]
+    return [body({"input": [{"image": jpegs[(k + i) % per_request]} for i in range(per_request)]}) for k in range(n)]
 
 
 def report(env: dict, checks: list[Check], figures: Figures, router: dict, summary: dict) -> str:

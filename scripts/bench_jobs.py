@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import MODEL_ID, app_args, body, wait_ready  # noqa: E402
-from bench_common import bench_checkpoint, photo_jpeg, record, table  # noqa: E402
+from bench import app_args, wait_ready  # noqa: E402
+from bench_common import MODEL_ID, bench_checkpoint, body, photo_jpeg, record, table  # noqa: E402
 from bench_load import run_load  # noqa: E402
 from bench_model import image_throughput  # noqa: E402
 
