@@ -224,7 +224,7 @@ def report(env: dict, checks: list[Check], figures: Figures, router: dict, summa
     lines = [f"device: {env['device']}; torch {env['torch']}", "", table(check_rows), "", table(figure_rows), "",
              f"router work per 640x480 JPEG, 16 per request (JSON, base64, decode, resize): "
              f"{router['per_core']:.0f} images per CPU-second; {router['all_cores']:.0f} images/s on "
-             f"{router['processes']} processes", ""]
+             f"{router['processes']} processes (base64 by {router['base64']})", ""]
     lines += [f"- {k}: {v}" for k, v in summary.items()]
     return "\n".join(lines)
 
@@ -273,11 +273,12 @@ def main() -> int:
         figures = model_only(load, args.device, dtypes, batches, args.seconds, spec.input_hw, captions(64), compile_,
                              failures)
         print("router work per image ...", flush=True)
-        from deployments.preprocess.images import ImageLimits
+        from deployments.preprocess.images import ImageLimits, b64
 
         processes = 2 if args.quick else (os.cpu_count() or 1)
         all_cores, per_core = router_images_per_s(request_bodies(), spec, ImageLimits(), processes, 2 * args.seconds)
-    router = {"per_core": round(per_core, 1), "all_cores": round(all_cores, 1), "processes": processes}
+    router = {"per_core": round(per_core, 1), "all_cores": round(all_cores, 1), "processes": processes,
+              "base64": b64.__name__}  # the stdlib where pybase64 is not installed: a lower bound
     compute, host = figures.best("image", "compute"), figures.best("image", "from host")
     copy = figures.best("image", "host-to-device")
     bound = min(router["all_cores"], host["items_per_s"])

@@ -13,8 +13,12 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import pybase64
 from PIL import Image, ImageOps
+
+try:
+    import pybase64 as b64
+except ImportError:  # a copied, uninstalled tree (the GPU machine's benchmark run): same API, slower
+    import base64 as b64
 
 from .image_spec import ImageSpec
 
@@ -65,12 +69,12 @@ def decode_image_source(source: str, limits: ImageLimits) -> bytes:
     # pybase64 (SIMD) decodes a 640x480 JPEG's base64 in 5 us against the stdlib's 210 us,
     # about a tenth of the router's per-image decode work; the checks are the same.
     try:
-        data = pybase64.b64decode(payload, validate=True)
+        data = b64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         if not _URLSAFE_B64.match(payload):
             raise ImageError("image is neither a data URI nor valid base64") from None
         try:
-            data = pybase64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_", validate=True)
+            data = b64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise ImageError("image is neither a data URI nor valid base64") from None
     if not data:
