@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +45,9 @@ TARGETS = {"model-only image tower": 20_000, "served, 16 JPEGs per request": 3_0
 
 def can_compile(device: str) -> bool:
     """Inductor emits Triton on CUDA (shipped with torch) and C++ on CPU (needs a compiler)."""
-    return device == "cuda" or any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    from deployments.backends.torch_compile import cpu_compiler_available
+
+    return device == "cuda" or cpu_compiler_available()
 
 
 def attempt(what: str, step, failures: list[str]):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.torch_backend import TorchBackend
+from deployments.backends.torch_compile import cpu_compiler_available
 from deployments.checkpoint_builder import build_clip_checkpoint
 from deployments.preprocess.images import ImageLimits, prepare_image
 
@@ -64,7 +64,7 @@ def test_checks_fail_a_tower_with_other_weights(model_dir, tmp_path):
     assert len(checks) == 3 and not any(c.ok for c in checks), checks
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+@pytest.mark.skipif(not cpu_compiler_available(),
                     reason="without a C++ compiler the script skips compiling instead of trying")
 def test_a_mode_that_fails_to_compile_fails_the_run_but_not_the_other_figures(tmp_path):
     """Inductor pointed at a compiler that does not exist (with a cache of its own, so

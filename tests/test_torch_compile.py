@@ -17,7 +17,7 @@ from helpers import b64, cosine, encode, natural_image, wait_ready
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.torch_backend import TorchBackend
-from deployments.backends.torch_compile import CompileError
+from deployments.backends.torch_compile import CompileError, cpu_compiler_available
 from deployments.checkpoint_builder import build_clip_checkpoint
 from deployments.config import VariantConfig
 from deployments.preprocess.images import ImageLimits, prepare_image
@@ -25,7 +25,7 @@ from deployments.serving.payloads import pack_tokens
 
 # Inductor turns graphs into C++ on CPU; without a compiler the option fails at load, which
 # test_a_failed_compile_says_how_to_serve_without_it checks on any machine.
-needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+needs_cxx = pytest.mark.skipif(not cpu_compiler_available(),
                                reason="no C++ compiler for inductor on this machine")
 
 TEXTS = ["a photo of a cat", "a diagram", "two dogs playing in the snow at night", "an extremely long caption " * 20]

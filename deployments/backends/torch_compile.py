@@ -16,6 +16,7 @@ run-only mode, where an input no compiled graph accepts runs eagerly instead of 
 
 from __future__ import annotations
 
+import shutil
 import types
 from typing import Callable
 
@@ -25,6 +26,11 @@ import torch
 
 class CompileError(RuntimeError):
     pass
+
+
+def cpu_compiler_available() -> bool:
+    """Whether inductor can compile for the CPU: it emits C++ there (Triton on CUDA)."""
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def _own_code(method: Callable) -> Callable:
