@@ -1,5 +1,11 @@
-"""Shared fixtures: tiny real CLIP checkpoints (real BPE vocabulary), a Hugging Face cache
-that resolves hub ids offline, and one real Ray Serve deployment of the app."""
+"""Set-up shared by every tier: the checkout under test on sys.path and PYTHONPATH, a Hugging
+Face cache that resolves hub ids offline, tiny real CLIP checkpoints (real BPE vocabulary),
+and each test's tier marker from its folder (tests/unit, tests/serve, tests/ops).
+
+Fixtures that need Ray (the session cluster and the app on it) live in tests/support/cluster.py,
+loaded below as a plugin: they are defined for every tier, since serve and ops tests share one
+session cluster, but start nothing until a test asks for them, and tests/unit/conftest.py
+fails any unit test after which Ray is running."""
 
 from __future__ import annotations
 
@@ -7,16 +13,17 @@ import os
 import shutil
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 # Ray workers (replicas, the Serve controller) must import the checkout under test, not
 # whatever `pip install -e` points at: they inherit PYTHONPATH from this process.
-_REPO = Path(__file__).resolve().parents[1]
+_TESTS = Path(__file__).resolve().parent
+_REPO = _TESTS.parent
 sys.path.insert(0, str(_REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, str(_TESTS))  # tests import their helpers as `support.<module>`
 
 # huggingface_hub reads HF_HOME and HF_HUB_OFFLINE once, at import: set them before
 # anything imports it. Nothing in the test session may reach a model hub.
@@ -24,13 +31,19 @@ _HF_HOME = Path(tempfile.mkdtemp(prefix="clip-serve-hf-"))
 os.environ["HF_HOME"] = str(_HF_HOME)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest_plugins = ["support.cluster", "support.onnx_fixtures"]
 
-from helpers import Reference, bpe_path, free_port  # noqa: E402
-from deployments.ingress import DEFAULT_INGRESS, ingress_env  # noqa: E402
-from onnx_fixtures import combined_only_dir, l14_336_dir, onnx_dir, onnx_server  # noqa: E402,F401
+from support.helpers import HUB_ID, Reference, bpe_path  # noqa: E402
 
-HUB_ID = "openai/clip-vit-base-patch32"
+TIERS = ("unit", "serve", "ops")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its folder's tier, so `-m unit` (or serve, ops) selects it."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(_TESTS).parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
@@ -80,86 +93,6 @@ def wide_reference(wide_model_dir) -> Reference:
 
 
 @pytest.fixture(scope="session")
-def metrics_port() -> int:
-    """Where the session cluster's Prometheus endpoint listens: http://127.0.0.1:<port>/metrics."""
-    return free_port()
-
-
-@contextmanager
-def environment(values: dict[str, str]):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@pytest.fixture(scope="session")
-def ray_session(hf_home, metrics_port):
-    import ray
-    from ray import serve
-
-    # address="local": our own cluster, even while another test run's is up on this machine.
-    # The product's default ingress (HAProxy in front of routers serving HTTP); its settings
-    # reach Ray's processes through the environment they start with, and only them.
-    with environment(ingress_env(DEFAULT_INGRESS, local=True)):
-        ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, _metrics_export_port=metrics_port)
-    yield ray
-    serve.shutdown()
-    ray.shutdown()
-
-
-def app_args(wide_model_dir: Path) -> dict:
-    return {
-        "variants": [
-            {"id": HUB_ID, "dtype": "float32", "aliases": ["clip-b32"], "cpu_threads": 1,
-             "image_deployment": {"ray_actor_options": {"num_cpus": 0.5}},
-             "text_deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
-            {"id": "local/tiny-wide", "source": str(wide_model_dir), "dtype": "float32", "cpu_threads": 1,
-             "image_deployment": {"ray_actor_options": {"num_cpus": 0.5}},
-             "text_deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
-        ],
-        "router": {"deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
-        "limits": {"max_request_bytes": 4 * 2**20, "max_items_per_request": 64, "max_image_bytes": 2**20},
-    }
-
-
-def deploy(port: int, args: dict, deployments: list[dict] | None = None) -> None:
-    """Apply the app config as `serve deploy` would (what production does)."""
-    from deployments.launch import app_config
-    from deployments.launch import deploy as apply
-
-    apply([app_config(args, deployments)], "127.0.0.1", port)
-
-
-@pytest.fixture(scope="session")
-def server_port(ray_session, wide_model_dir) -> int:
-    port = free_port()
-    deploy(port, app_args(wide_model_dir))
-    return port
-
-
-@pytest.fixture(scope="session")
-def server(server_port) -> str:
-    """The app on real Ray Serve (HTTP on 127.0.0.1); returns its base URL."""
-    return f"http://127.0.0.1:{server_port}"
-
-
-@pytest.fixture(scope="session")
-def client(server):
-    import httpx
-
-    with httpx.Client(base_url=server, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="session")
 def demo_home(tmp_path_factory) -> Path:
     """CLIP_SERVE_HOME for this session: the demo model is trained into it once and
     reused by every test that needs it (test_quickstart's server included)."""
@@ -171,18 +104,3 @@ def demo_model_dir(demo_home) -> Path:
     from deployments.demo import DEMO_VERSION, ensure_demo_model
 
     return ensure_demo_model(demo_home / f"demo-{DEMO_VERSION}")
-
-
-@contextmanager
-def extra_app(port: int, wide_model_dir: Path, name: str, route_prefix: str, args: dict):
-    """Serve `args` as a second application (own route prefix) beside the session app;
-    removed again afterwards by re-applying the session app alone."""
-    from deployments.launch import app_config
-    from deployments.launch import deploy as apply
-
-    session_app = app_config(app_args(wide_model_dir))
-    apply([session_app, {**app_config(args), "name": name, "route_prefix": route_prefix}], "127.0.0.1", port)
-    try:
-        yield f"http://127.0.0.1:{port}{route_prefix}"
-    finally:
-        apply([session_app], "127.0.0.1", port)

@@ -1,7 +1,7 @@
 """Image-heavy load scales the image tower up while the text tower stays at its minimum,
 and both come back down after; draining a node (the pods' preStop hook) moves its replicas
 elsewhere without failing requests. On a local multi-node Ray cluster whose encoders are
-placed on "GPU" worker nodes by a custom resource (tests/multinode_autoscale.py, run in its
+placed on "GPU" worker nodes by a custom resource (tests/support/multinode_autoscale.py, run in its
 own process because it starts a second Ray cluster)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_json_scenario
+from support.helpers import run_json_scenario
 
-SCENARIO = Path(__file__).with_name("multinode_autoscale.py")
+SCENARIO = Path(__file__).resolve().parents[1] / "support" / "multinode_autoscale.py"
 IMAGE, TEXT, ROUTER = "ImageEncoder:tiny", "TextEncoder:tiny", "Router"
 BUDGET_S = 150
 

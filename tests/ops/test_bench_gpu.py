@@ -19,7 +19,7 @@ from deployments.backends.torch_compile import cpu_compiler_available
 from deployments.checkpoint_builder import build_clip_checkpoint
 from deployments.preprocess.images import ImageLimits, prepare_image
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from bench_common import photo_jpeg  # noqa: E402

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_json_scenario
+from support.helpers import run_json_scenario
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reliability.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reliability.py"
 BUDGET_S = 360
 LOAD_CONCURRENCY = 6  # scripts/reliability.py: clients in flight during chaos
 

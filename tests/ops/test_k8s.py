@@ -12,8 +12,8 @@ import sys
 
 import pytest
 import yaml
-from helpers import REPO
-from k8s_schemas import KUBERAY_CRDS, errors, load_manifests
+from support.helpers import REPO
+from support.k8s_schemas import KUBERAY_CRDS, errors, load_manifests
 
 from deployments.config import parse_app_config
 from deployments.k8s.overlay import load_overlay

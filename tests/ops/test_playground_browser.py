@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import REPO, b64, encode, natural_image
+from support.helpers import REPO, b64, encode, natural_image
 
 HUB_ID = "openai/clip-vit-base-patch32"
 WIDE_ID = "local/tiny-wide"

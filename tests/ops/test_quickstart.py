@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from helpers import REPO, b64, encode, free_port, listening_process, natural_image
+from support.helpers import REPO, b64, encode, free_port, listening_process, natural_image
 
 LISTENER = {"haproxy": "/haproxy", "proxy": "ray::ProxyActor"}  # what answers on the public port
 

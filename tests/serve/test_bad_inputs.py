@@ -14,8 +14,7 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, cosine, encode, natural_image
+from support.helpers import HUB_ID, b64, cosine, encode, natural_image
 from PIL import Image
 from test_errors_api import assert_envelope
 

@@ -10,8 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, encode, natural_image
+from support.helpers import HUB_ID, b64, encode, natural_image
 
 IMAGES = [encode(natural_image(70, 50, seed=30 + i)) for i in range(3)]
 LABELS = ["a cat", "a dog", "a diagram of a network", "the moon"]

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from helpers import REPO, b64, encode, free_port, natural_image
+from support.helpers import REPO, b64, encode, free_port, natural_image
 
 HUB_ID = "openai/clip-vit-base-patch32"
 WIDE_ID = "local/tiny-wide"

@@ -8,8 +8,8 @@ import json
 import httpx
 import numpy as np
 import pytest
-from conftest import extra_app
-from helpers import b64, encode, wait_ready
+from support.cluster import extra_app
+from support.helpers import b64, encode, wait_ready
 
 from deployments.demo import DEMO_HELD_OUT_SEED, DEMO_ID, demo_args
 from deployments.jobs.synthetic import class_labels, make_sample, samples

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import HUB_ID, app_args
-from helpers import REPO, b64, data_uri, encode, natural_image
-from job_cluster import ray_head
+from support.cluster import app_args
+from support.helpers import HUB_ID, REPO, b64, data_uri, encode, natural_image
+from support.job_cluster import ray_head
 
 from deployments.jobs.embedding import EmbedJob, run_embedding_job, variant_for
 from deployments.jobs.synthetic import write_dataset

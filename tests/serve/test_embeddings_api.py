@@ -6,8 +6,7 @@ import base64
 
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, cosine, data_uri, encode, natural_image
+from support.helpers import HUB_ID, b64, cosine, data_uri, encode, natural_image
 
 PNG = encode(natural_image(97, 61, seed=1), "PNG")
 JPEG = encode(natural_image(61, 97, seed=2), "JPEG", quality=90)

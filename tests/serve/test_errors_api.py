@@ -7,8 +7,7 @@ import concurrent.futures
 
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, cosine, encode, natural_image
+from support.helpers import HUB_ID, b64, cosine, encode, natural_image
 
 GOOD_PNG = encode(natural_image(40, 40, seed=7))
 

@@ -8,8 +8,8 @@ import json
 import httpx
 import numpy as np
 import pytest
-from conftest import extra_app
-from helpers import Reference, b64, cosine, encode, natural_image, wait_ready
+from support.cluster import extra_app
+from support.helpers import Reference, b64, cosine, encode, natural_image, wait_ready
 
 from deployments.jobs.datasets import DataError, PairEncoder, PairSource
 from deployments.jobs.finetune import FinetuneOptions, run_finetune

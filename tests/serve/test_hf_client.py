@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, cosine, encode, natural_image
+from support.helpers import HUB_ID, b64, cosine, encode, natural_image
 
 IMAGE = encode(natural_image(80, 64, seed=70))
 LABELS = ["a cat", "a dog", "a car", "a tree"]

@@ -4,7 +4,7 @@ and the session cluster really serving through the default one, HAProxy."""
 from __future__ import annotations
 
 import pytest
-from helpers import listening_process
+from support.helpers import listening_process
 
 from deployments.ingress import DEFAULT_INGRESS, haproxy_binary, ingress_env, resolve_ingress
 from deployments.serving.proxy_admission import CALLBACK, CALLBACK_ENV

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import app_args
-from helpers import Reference, b64, bpe_path, encode, natural_image
+from support.cluster import app_args
+from support.helpers import Reference, b64, bpe_path, encode, natural_image
 
 from deployments.launch import app_config, deploy
 

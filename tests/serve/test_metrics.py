@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from helpers import data_uri, encode, natural_image
+from support.helpers import data_uri, encode, natural_image
 from prometheus_client.parser import text_string_to_metric_families
 
 IMAGE_ENCODER = "ImageEncoder:openai--clip-vit-base-patch32"

@@ -8,9 +8,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, cosine, encode, natural_image
-from onnx_fixtures import L14_336_ID, ONNX_APP, XENOVA_ID
+from support.helpers import HUB_ID, b64, cosine, encode, natural_image
+from support.onnx_fixtures import L14_336_ID, ONNX_APP, XENOVA_ID
 
 from deployments.config import VariantConfig
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, cosine, data_uri, encode, natural_image
+from support.helpers import HUB_ID, b64, cosine, data_uri, encode, natural_image
 
 PNG = encode(natural_image(64, 48, seed=3))
 

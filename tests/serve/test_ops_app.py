@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HUB_ID, app_args
-from helpers import cosine, data_uri, encode, natural_image
+from support.cluster import app_args
+from support.helpers import HUB_ID, cosine, data_uri, encode, natural_image
 
 from deployments.launch import app_config
 from deployments.launch import deploy as apply

@@ -90,7 +90,7 @@ def test_disabled_playground_is_a_404_envelope_while_the_api_stays():
 
 def test_wheel_ships_the_page_and_the_client_script(tmp_path):
     """What `pip install` gets: the static files as package data and the console script."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):

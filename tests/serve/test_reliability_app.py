@@ -11,13 +11,12 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import HUB_ID, app_args
-from helpers import b64, cosine, data_uri, encode, natural_image
-from image_server import CAT_PNG, ImageServer
+from support.cluster import app_args, apply
+from support.helpers import HUB_ID, b64, cosine, data_uri, encode, natural_image, wait_ready
+from support.image_server import CAT_PNG, ImageServer
 from test_errors_api import assert_envelope
 
 from deployments.launch import app_config
-from deployments.launch import deploy as apply
 
 REL = "rel"
 KEY = "sk-rel-test-0123456789abcdef"
@@ -52,15 +51,12 @@ def rel_apps(wide_model_dir) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def rel(server_port, client, wide_model_dir):
-    apply(rel_apps(wide_model_dir), "127.0.0.1", server_port, blocking=False)
     try:
-        deadline = time.monotonic() + 240  # generous: the machine is shared
-        while client.get("/rel/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the rel app did not become ready"
-            time.sleep(0.5)
+        apply(rel_apps(wide_model_dir), server_port)
+        wait_ready(f"http://127.0.0.1:{server_port}/rel")
         yield client
     finally:
-        apply([app_config(app_args(wide_model_dir))], "127.0.0.1", server_port)  # removes "rel"
+        apply([app_config(app_args(wide_model_dir))], server_port)  # removes "rel"
 
 
 @pytest.fixture(scope="module")

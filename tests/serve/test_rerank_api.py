@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import HUB_ID
-from helpers import b64, encode, natural_image
+from support.helpers import HUB_ID, b64, encode, natural_image
 
 IMAGES = [encode(natural_image(60, 60, seed=50 + i)) for i in range(4)]
 TEXTS = ["a red square", "a photo of a cat", "an aerial view of a city", "a bowl of soup"]

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import extra_app
-from helpers import b64, cosine, encode, natural_image, wait_ready
+from support.cluster import extra_app
+from support.helpers import b64, cosine, encode, natural_image, wait_ready
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.torch_backend import TorchBackend
@@ -47,7 +47,7 @@ def compiled(model_dir, reference, eager):
 
 
 def tokens(model_dir, texts):
-    from test_tokenizer import make_tokenizer
+    from support.helpers import make_tokenizer
 
     return pack_tokens([e.ids for e in make_tokenizer(model_dir).encode(texts, truncate=True)])
 

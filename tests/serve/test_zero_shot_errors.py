@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HUB_ID
-from helpers import b64, encode, natural_image
+from support.helpers import HUB_ID, b64, encode, natural_image
 from test_errors_api import assert_envelope
 
 from deployments.protocol.errors import APIError

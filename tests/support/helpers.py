@@ -12,7 +12,9 @@ from PIL import Image
 from deployments.client import wait_ready  # noqa: F401  (tests poll /ready through it)
 from deployments.ingress import free_port  # noqa: F401  (tests and their helper scripts bind through it)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+# The hub id the session cluster serves, resolved from the offline cache (tiny weights).
+HUB_ID = "openai/clip-vit-base-patch32"
 SHARED_BPE = REPO.parent / "shared" / "data" / "clip-bpe" / "bpe_simple_vocab_16e6.txt.gz"
 
 
@@ -129,3 +131,12 @@ def run_json_scenario(command: list[str], budget_s: float) -> dict:
         pytest.fail(f"{command[1]} ran over {budget_s} s:\n{err[-3000:]}")
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
+
+
+def make_tokenizer(folder):
+    """The serving tokenizer of a checkpoint folder."""
+    from deployments.backends.checkpoint import Checkpoint
+    from deployments.preprocess.tokenizer import ClipTokenizer
+
+    info = Checkpoint.open(str(folder)).tokenizer_info()
+    return ClipTokenizer(info.json, info.context_length, info.bos_id, info.eos_id, info.vocab_size)

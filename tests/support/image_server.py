@@ -9,7 +9,7 @@ import gzip
 import threading
 
 from aiohttp import web
-from helpers import encode, natural_image
+from .helpers import encode, natural_image
 
 CAT_PNG = encode(natural_image(48, 40, seed=11))
 BOMB_RAW_BYTES = 16 * 2**20  # zeros: gzip makes ~16 KB of them
@@ -56,7 +56,8 @@ class ImageServer:
         app.router.add_get("/slow-body.png", self._slow_body)
         app.router.add_get("/empty.png", lambda r: web.Response(body=b"", content_type="image/png"))
         app.router.add_get("/missing.png", lambda r: web.Response(status=404))
-        runner = web.AppRunner(app, access_log=None)
+        # Slow answers are abandoned by the fetcher under test: stop without waiting them out.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

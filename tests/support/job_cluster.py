@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from helpers import free_port
+from .helpers import free_port
 
 PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", "--node-manager-port",
               "--object-manager-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",

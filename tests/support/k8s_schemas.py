@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
-from helpers import REPO
+from .helpers import REPO
 
 KUBERAY_CRDS = REPO.parent / "shared" / "data" / "kuberay-crds"
 CRD_FILES = {"RayService": "ray.io_rayservices.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}

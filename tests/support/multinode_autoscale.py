@@ -1,6 +1,6 @@
 """Independent autoscaling of the two towers on a local multi-node Ray cluster.
 
-Run by tests/test_autoscaling.py in its own process (a second Ray cluster cannot share the
+Run by tests/ops/test_autoscaling.py in its own process (a second Ray cluster cannot share the
 test session's driver). A head node hosts the controller, the HTTP proxy and the router;
 two worker nodes carry a custom `gpu_node` resource that stands in for GPUs, and encoders
 require it, as they require `nvidia.com/gpu` on Kubernetes. Image-only load is driven
@@ -8,7 +8,7 @@ through HTTP while replica counts are sampled; then, under light load, the node 
 image replica is drained the way the pods' preStop hook does it (`python -m
 deployments.drain`). Prints one JSON report on its last line.
 
-    python tests/multinode_autoscale.py MODEL_DIR
+    python tests/support/multinode_autoscale.py MODEL_DIR
 """
 
 from __future__ import annotations
@@ -169,5 +169,5 @@ def main(model_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     print(json.dumps(main(sys.argv[1])), flush=True)

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import bpe_path
+from .helpers import bpe_path
 
 XENOVA_ID = "Xenova/clip-vit-base-patch32"
 L14_336_ID = "openai/clip-vit-large-patch14-336"
@@ -78,21 +78,20 @@ def onnx_app_args(onnx_dir: Path) -> dict:
 def onnx_server(server, hf_home, onnx_dir, l14_336_dir) -> str:
     """A second Serve application beside the main one: the ONNX variants and a 336-px
     catalogue fixture, the hub ids resolved from the offline HF cache."""
-    import time
-
-    import httpx
     from ray import serve
 
     from deployments.app import build_app
     from deployments.checkpoint_builder import install_in_hf_cache
+    from deployments.readiness import wait_running
+
+    from .cluster import READY_TIMEOUT_S
+    from .helpers import wait_ready
 
     install_in_hf_cache(onnx_dir, XENOVA_ID, hf_home / "hub")
     install_in_hf_cache(l14_336_dir, L14_336_ID, hf_home / "hub")
     serve.run(build_app(onnx_app_args(onnx_dir)), name=ONNX_APP, route_prefix=ONNX_PREFIX, blocking=False)
+    wait_running([ONNX_APP], READY_TIMEOUT_S, progress=None)
     base = f"{server}{ONNX_PREFIX}"
-    deadline = time.time() + 240
-    while httpx.get(f"{base}/ready", timeout=30).status_code != 200:
-        assert time.time() < deadline, "the ONNX app did not become ready"
-        time.sleep(0.5)
+    wait_ready(base)
     yield base
     serve.delete(ONNX_APP)

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers import REPO, cosine
-from onnx_fixtures import build_catalogue_fixture
+from support.helpers import REPO, cosine
+from support.onnx_fixtures import build_catalogue_fixture
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.onnx_backend import OnnxBackend

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import REPO, cosine
+from support.helpers import REPO, cosine
 
 from deployments.backends.checkpoint import CheckpointError
 from deployments.export.onnx_export import export_onnx

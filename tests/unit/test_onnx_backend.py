@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import REPO, cosine, encode, natural_image
-from onnx_fixtures import copy_metadata
+from support.helpers import REPO, cosine, encode, natural_image
+from support.onnx_fixtures import copy_metadata
 
 from deployments.backends.checkpoint import Checkpoint, CheckpointError
 from deployments.backends.onnx_backend import OnnxBackend

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from helpers import b64, data_uri, encode, natural_image
+from support.helpers import b64, data_uri, encode, natural_image
 from PIL import Image
 
 from deployments.preprocess.image_spec import ImageSpec

@@ -9,7 +9,7 @@ import base64
 import ipaddress
 
 import pytest
-from helpers import encode, natural_image
+from support.helpers import encode, natural_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

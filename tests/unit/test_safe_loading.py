@@ -9,7 +9,7 @@ from fnmatch import fnmatch
 
 import numpy as np
 import pytest
-from helpers import cosine, encode, natural_image
+from support.helpers import cosine, encode, natural_image
 from test_export import pickle_only
 
 from deployments.backends.checkpoint import Checkpoint, CheckpointError

@@ -6,16 +6,10 @@ import json
 import shutil
 
 import pytest
-from helpers import bpe_path
+from support.helpers import bpe_path, make_tokenizer
 
-from deployments.backends.checkpoint import Checkpoint
-from deployments.preprocess.tokenizer import ClipTokenizer, InvalidTokensError, TextTooLongError
+from deployments.preprocess.tokenizer import InvalidTokensError, TextTooLongError
 from deployments.preprocess.vocab import build_vocab, packaged_bpe_path, read_merges
-
-
-def make_tokenizer(folder) -> ClipTokenizer:
-    info = Checkpoint.open(str(folder)).tokenizer_info()
-    return ClipTokenizer(info.json, info.context_length, info.bos_id, info.eos_id, info.vocab_size)
 
 
 def test_vocabulary_layout():

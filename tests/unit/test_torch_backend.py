@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import cosine, encode, natural_image
+from support.helpers import cosine, encode, natural_image
 
 from deployments.backends.checkpoint import Checkpoint, CheckpointError
 from deployments.backends.torch_backend import TorchBackend
@@ -47,7 +47,7 @@ def test_image_parity(towers, reference):
 
 
 def test_text_parity_with_padding(towers, reference, model_dir):
-    from test_tokenizer import make_tokenizer
+    from support.helpers import make_tokenizer
 
     texts = ["a photo of a cat", "a diagram", "an extremely long caption " * 20]
     tok = make_tokenizer(model_dir)
@@ -64,7 +64,7 @@ def test_bf16_stays_close_to_fp32(model_dir, towers):
     pixels = np.stack([prepare_image(encode(natural_image(64, 48, seed=s)), spec, ImageLimits()) for s in range(8)])
     assert cosine(bf16.embed_images(pixels), towers["image"].embed_images(pixels)).min() >= 0.999
 
-    from test_tokenizer import make_tokenizer
+    from support.helpers import make_tokenizer
 
     texts = ["a photo of a cat", "a diagram of a bicycle", "two dogs playing in the snow at night"]
     batch = pack_tokens([e.ids for e in make_tokenizer(model_dir).encode(texts, truncate=True)])

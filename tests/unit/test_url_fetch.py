@@ -9,8 +9,8 @@ import asyncio
 import time
 
 import pytest
-from image_server import CAT_PNG, ImageServer
-from net_guard import loopback_only
+from support.image_server import CAT_PNG, ImageServer
+from support.net_guard import loopback_only
 
 from deployments.preprocess.url_policy import UrlPolicy, UrlRejected
 from deployments.serving.url_fetch import UrlFetcher
