@@ -199,15 +199,14 @@ def wait_running(names: list[str], timeout_s: float | None, progress: Callable[[
             return
         now = time.monotonic()
         for dep_name, dep in deployments.items():
-            downloading = None if dep.status == DeploymentStatus.HEALTHY else hub_download_bytes(dep_name)
-            line = deployment_line(dep_name, dep, available, downloading)
-            lines[dep_name] = line
+            waiting = dep.status != DeploymentStatus.HEALTHY
+            downloading = hub_download_bytes(dep_name) if waiting else None
+            line = lines[dep_name] = deployment_line(dep_name, dep, available, downloading)
             # A download in progress is a new line per poll; show it again only every REPEAT_S.
             key = line if downloading is None else deployment_line(dep_name, dep, available, 0)
             last = shown.get(dep_name)
-            if progress and (last is None or last[0] != key or now - last[1] >= REPEAT_S):
-                waited = f"  [{now - start:.0f}s]" if last else ""
-                progress(line + waited)
+            if progress and (last is None or last[0] != key or (waiting and now - last[1] >= REPEAT_S)):
+                progress(line + (f"  [{now - start:.0f}s]" if last else ""))
                 shown[dep_name] = (key, now)
         if timeout_s and now - start > timeout_s:
             pending = [line for name, line in lines.items() if deployments[name].status != DeploymentStatus.HEALTHY]

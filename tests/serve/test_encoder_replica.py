@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from support.cluster import READY_TIMEOUT_S, app_args, deploy
+from support.cluster import app_args, deploy
 from support.helpers import cosine, encode, natural_image
 
 from deployments.preprocess.image_spec import ImageSpec
@@ -69,15 +69,13 @@ def test_two_batches_in_flight_keep_working_while_one_forward_is_busy(ray_sessio
 
     from ray import serve
 
-    from deployments.readiness import wait_running
     from deployments.serving.encoder import ImageEncoder
 
     variant = {"id": "overlap", "source": str(model_dir), "device": "cpu", "dtype": "float32", "batches_in_flight": 2}
     actor = {"num_cpus": 0.25, "runtime_env": {"env_vars": {"CLIP_SERVE_TEST_HOOKS": "1"}}}
     handle = serve.run(ImageEncoder.options(name="OverlapEncoder", ray_actor_options=actor,
                                             user_config={"max_batch_size": 4, "batch_wait_timeout_s": 0.0})
-                       .bind(variant), name="overlap", route_prefix=None, _blocking=False)
-    wait_running(["overlap"], READY_TIMEOUT_S, progress=None)
+                       .bind(variant), name="overlap", route_prefix=None)
     try:
         spec = ImageSpec.from_dict(handle.info.remote().result()["image_spec"])
         handle.debug_stall_forward.remote(30).result()  # one forward thread is now busy for 30 s

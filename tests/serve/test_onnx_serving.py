@@ -88,7 +88,7 @@ def test_models_list_backend_variant_and_catalogue_defaults(onnx_client):
 
 
 def test_336_px_variant_preprocesses_to_336(onnx_client, l14_336_dir):
-    from helpers import Reference
+    from support.helpers import Reference
 
     reference = Reference(l14_336_dir)
     big = encode(natural_image(500, 400, seed=9), "JPEG", quality=92)

@@ -47,9 +47,12 @@ def ray_session(hf_home, metrics_port):
     # address="local": our own cluster, even while another test run's is up on this machine.
     # The product's default ingress (HAProxy in front of routers serving HTTP); its settings
     # reach Ray's processes through the environment they start with, and only them.
+    # Metrics reach Prometheus every report interval (Ray's default: 10 s); test_metrics
+    # waits for its requests to show up, so report every 2 s rather than wait out 10.
     with environment(ingress_env(DEFAULT_INGRESS, local=True)):
         ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, _metrics_export_port=metrics_port)
+                 configure_logging=False, _metrics_export_port=metrics_port,
+                 _system_config={"metrics_report_interval_ms": 2000})
     yield ray
     serve.shutdown()
     ray.shutdown()
