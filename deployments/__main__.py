@@ -1,7 +1,8 @@
-"""`python -m deployments serve`: start a local Ray cluster and serve the API.
+"""clip-serve's command line: `python -m deployments <command>` (installed as `clip-serve`).
 
-Without --config it serves the embedded demo model (built offline on first start);
+`serve` without --config serves the embedded demo model (built offline on first start);
 with --config it applies a serve_config.yaml (real models from the Hugging Face hub).
+Every command loads its heavy imports (torch, Ray) only when it runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,21 @@ import os
 import signal
 import sys
 import threading
+from importlib import import_module
 from pathlib import Path
+
+# Commands in modules of their own: name -> (module, one line). Each module has
+# build_parser() (bench: its own scenario list) and main(argv).
+COMMANDS = {
+    "export-onnx": ("deployments.tools.export_onnx", "export a checkpoint to ONNX (Xenova/Transformers.js layout)"),
+    "finetune": ("deployments.tools.finetune", "contrastive fine-tuning on Ray Train (also a RayJob entrypoint)"),
+    "embed": ("deployments.tools.embed", "embed a dataset offline on Ray Data (the batch job)"),
+    "make-shapes-dataset": ("deployments.tools.make_shapes_dataset", "write the synthetic coloured-shapes dataset"),
+    "render-k8s": ("deployments.tools.render_k8s", "render k8s/ from serve_config.yaml and k8s/overlay.yaml (--check)"),
+    "config-reference": ("deployments.tools.config_reference", "write docs/configuration.md from the config models "
+                         "(--check)"),
+    "bench": ("deployments.bench", "the benchmark suite: `bench --help` lists its scenarios"),
+}
 
 
 def _banner(host: str, port: int, model: str, demo: bool = False) -> str:
@@ -125,12 +140,14 @@ def catalogue_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; the COMMANDS are listed in it but parse their own arguments."""
     from .ingress import INGRESS_MODES
     from .launch import DEFAULT_READY_TIMEOUT_S
     from .jobs.synthetic import BACKGROUNDS, COLOURS, SHAPES, SIZES
 
-    parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deployments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="start Ray Serve with the API")
     p.add_argument("--config", help="serve_config.yaml to apply (default: the embedded demo model)")
@@ -163,7 +180,23 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("catalogue", help="list the known CLIP variants (serve one by its id alone)")
     c.add_argument("--json", action="store_true", help="every field, as JSON")
     c.set_defaults(func=catalogue_command)
-    args = parser.parse_args(argv)
+    for name, (_, line) in COMMANDS.items():
+        sub.add_parser(name, help=line, add_help=False)
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The full parser of one command (the docs check builds these)."""
+    if name in COMMANDS:
+        return import_module(COMMANDS[name][0]).build_parser()
+    return build_parser()._subparsers._group_actions[0].choices[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:  # before the top-level parser: no imports beyond that command's
+        return import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

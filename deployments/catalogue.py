@@ -121,7 +121,7 @@ def apply_catalogue(data: Any) -> Any:
 
 
 def markdown_table() -> str:
-    """The catalogue as the README shows it (a test keeps the two identical)."""
+    """The catalogue as docs/models.md shows it (a test keeps the two identical)."""
     rows = ["| id | backend | embedding dim | image size | patch | context | params (M) | "
             "CPUs image/text | memory (GiB) | GPU | aliases | what |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

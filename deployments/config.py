@@ -50,11 +50,13 @@ class DeploymentOptions(StrictModel):
     num_replicas: int | Literal["auto"] | None = Field(None, description="Fixed replica count, or 'auto'.")
     ray_actor_options: dict[str, Any] | None = Field(None, description="num_cpus, num_gpus, resources, ...")
     autoscaling_config: dict[str, Any] | None = Field(None, description="Ray Serve autoscaling config.")
-    max_ongoing_requests: int | None = Field(None, ge=1)
-    max_queued_requests: int | None = Field(None, ge=-1)
-    health_check_period_s: float | None = Field(None, gt=0)
-    health_check_timeout_s: float | None = Field(None, gt=0)
-    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
+    max_ongoing_requests: int | None = Field(None, ge=1, description="Requests one replica handles at once (Serve).")
+    max_queued_requests: int | None = Field(None, ge=-1, description="Requests queued per caller for this deployment "
+                                            "(Serve; -1: no limit).")
+    health_check_period_s: float | None = Field(None, gt=0, description="Seconds between replica health checks.")
+    health_check_timeout_s: float | None = Field(None, gt=0, description="A health check slower than this fails.")
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0, description="How long a stopping replica may "
+                                                      "finish its requests.")
 
     def to_options(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -96,8 +98,10 @@ class VariantConfig(StrictModel):
         "on GPU (one batch's copy overlaps the other's compute); on CPU 2 for torch with 2+ threads, which are split "
         "between them, else 1.",
     )
-    image_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
-    text_deployment: EncoderDeploymentOptions = Field(default_factory=EncoderDeploymentOptions)
+    image_deployment: EncoderDeploymentOptions = Field(
+        default_factory=EncoderDeploymentOptions, description="Ray Serve options of the image encoder deployment.")
+    text_deployment: EncoderDeploymentOptions = Field(
+        default_factory=EncoderDeploymentOptions, description="Ray Serve options of the text encoder deployment.")
     onnx_dtype: Literal[ONNX_DTYPES] = Field(  # type: ignore[valid-type]
         "fp32", description="backend onnx: which graph file, by Transformers.js dtype (fp32: onnx/vision_model.onnx, "
         "q8 or quantized: *_quantized.onnx, fp16, int8, uint8, q4, q4f16, bnb4: *_<dtype>.onnx)."
@@ -213,6 +217,8 @@ class LimitsConfig(StrictModel):
 
 
 class RouterConfig(StrictModel):
+    """The HTTP router: request handling, coalescing into encoder calls, admission."""
+
     coalesce_wait_ms: float = Field(
         2.0, ge=0.0, le=100.0, description="How long items for one tower are gathered into one encoder call."
     )
@@ -247,12 +253,13 @@ class RouterConfig(StrictModel):
         description="Serve the browser playground (static files calling the public API) at `/`; "
         "false for locked-down deployments (then `/` is a 404).",
     )
-    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions,
+                                          description="Ray Serve options of the Router deployment.")
 
 
 class ImageUrlsConfig(StrictModel):
     """Fetching `http(s)://` image URLs. Off by default; when on, only public addresses of
-    allowed hosts are fetched (see README, Security)."""
+    allowed hosts are fetched (docs/security.md)."""
 
     enabled: bool = Field(False, description="Fetch image URLs; off: URLs are refused with 400.")
     allow_hosts: list[str] = Field(
@@ -314,12 +321,15 @@ class LabelCacheConfig(StrictModel):
 
 
 class AppConfig(StrictModel):
-    variants: list[VariantConfig] = Field(min_length=1)
-    router: RouterConfig = Field(default_factory=RouterConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    label_cache: LabelCacheConfig = Field(default_factory=LabelCacheConfig)
-    image_urls: ImageUrlsConfig = Field(default_factory=ImageUrlsConfig)
-    auth: AuthConfig = Field(default_factory=AuthConfig)
+    """The application's `args`."""
+
+    variants: list[VariantConfig] = Field(min_length=1, description="The served models (ids and aliases unique).")
+    router: RouterConfig = Field(default_factory=RouterConfig, description="Router settings.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    label_cache: LabelCacheConfig = Field(default_factory=LabelCacheConfig,
+                                          description="Cached prompt embeddings, per router replica.")
+    image_urls: ImageUrlsConfig = Field(default_factory=ImageUrlsConfig, description="Fetching image URLs.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys.")
 
     @model_validator(mode="after")
     def _check_unique_names(self) -> AppConfig:

@@ -21,8 +21,6 @@ import os
 import shutil
 import socket
 
-from .serving.proxy_admission import CALLBACK, CALLBACK_ENV
-
 INGRESS_MODES = ("haproxy", "proxy")
 DEFAULT_INGRESS = "haproxy"
 # HAProxy's stats and metrics listeners default to fixed ports (8404, 9101): two local
@@ -66,6 +64,8 @@ def ingress_env(mode: str = DEFAULT_INGRESS, *, local: bool = False) -> dict[str
     haproxy = "1" if mode == "haproxy" else "0"  # both ways: an inherited setting must not win
     # The callback sheds overload in whichever HTTP server Serve runs: each Python proxy,
     # or each router's own (serving/proxy_admission.py).
+    from .serving.proxy_admission import CALLBACK, CALLBACK_ENV  # (imports the serving stack: not for `--help`)
+
     env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": haproxy, "RAY_SERVE_ENABLE_HA_PROXY": haproxy, CALLBACK_ENV: CALLBACK}
     if mode == "proxy":
         return env

@@ -76,7 +76,7 @@ def find_tower_graph(folder: Path, source: str, tower: str, onnx_dtype: str) -> 
             return TowerGraph(folder / relative, relative, is_combined)
     present = sorted(p.relative_to(folder).as_posix() for p in folder.glob("onnx/*.onnx"))
     hint = f"; it has {', '.join(present)} (pick another onnx_dtype)" if present else (
-        "; it has no onnx/ graphs at all: export them with `python scripts/export_onnx.py SOURCE OUT_DIR`"
+        "; it has no onnx/ graphs at all: export them with `python -m deployments export-onnx SOURCE OUT_DIR`"
     )
     raise MissingGraphError(
         f"checkpoint {source!r} ({folder}) has no ONNX graph for the {tower} tower with onnx_dtype "

@@ -11,7 +11,7 @@ _SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 def init_ray(address: str | None = None) -> None:
     """Inside `ray job submit`, the job's runtime env (working_dir) already ships this
-    package to every worker. Run directly (`python scripts/...`), workers get this
+    package to every worker. Run directly (`python -m deployments finetune ...`), workers get this
     checkout through `py_modules`, so they never import a different installed copy."""
     import ray
 

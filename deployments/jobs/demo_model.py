@@ -1,5 +1,5 @@
 """Train the embedded demo model: a small CLIP, from scratch, on the synthetic shapes,
-with the same training loop as scripts/finetune.py.
+with the same training loop as `python -m deployments finetune`.
 
 It runs in this process, without a Ray cluster: the demo is built before anything else
 exists (first `python -m deployments serve`, or the install step), the data is generated

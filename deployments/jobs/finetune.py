@@ -1,5 +1,5 @@
 """The fine-tuning job's driver: read the data, start a TorchTrainer, write the result
-as a servable Hugging Face folder. scripts/finetune.py is its command line.
+as a servable Hugging Face folder. `python -m deployments finetune` (deployments/tools/finetune.py) is its command line.
 
 Resuming: a run is identified by (storage_path, run_name). Starting the same command
 again finds the run's latest Ray Train checkpoint and continues from its epoch and step.

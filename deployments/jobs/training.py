@@ -1,5 +1,5 @@
 """The contrastive training loop: one function that runs inside each Ray Train worker
-(`train_loop_per_worker`, used by scripts/finetune.py) or directly in this process
+(`train_loop_per_worker`, used by `python -m deployments finetune`) or directly in this process
 (`run_training`, used to build the embedded demo model without a cluster).
 
 Each epoch ends with a held-out evaluation and a checkpoint that is at the same time a

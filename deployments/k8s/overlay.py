@@ -81,7 +81,7 @@ class Jobs(Strict):
 
 class Overlay(Strict):
     name: str = Field(description="RayService name; pods and monitors derive their names from it.")
-    namespace: str = Field(description="Namespace the README's commands install into.")
+    namespace: str = Field(description="Namespace the commands of docs/operations.md install into.")
     image: str = Field(description="Container image built from k8s/Dockerfile.")
     ray_version: str
     head: PodShape

@@ -1,4 +1,4 @@
-"""scripts/bench_gpu.py, the GPU benchmark a session runs when a GPU machine is lent: its
+"""`python -m deployments bench gpu`, the GPU benchmark a session runs when a GPU machine is lent: its
 quick mode on this CPU, so the script works the day one is, and its checks failing a
 tower that does not match the reference."""
 
@@ -19,18 +19,18 @@ from deployments.backends.torch_compile import cpu_compiler_available
 from deployments.checkpoint_builder import build_clip_checkpoint
 from deployments.preprocess.images import ImageLimits, prepare_image
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
+from deployments.bench.common import photo_jpeg
+from deployments.bench.gpu_checks import CpuReference, dtype_checks
+from deployments.bench.model import tokenize
 
-from bench_common import photo_jpeg  # noqa: E402
-from bench_model import tokenize  # noqa: E402
-from gpu_checks import CpuReference, dtype_checks  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def quick_run(out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--quick",
+    # From the repo root, as on a lent GPU machine (a copied tree, nothing installed).
+    return subprocess.run([sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick",
                            "--seconds", "0.2", "--json", str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+                          cwd=REPO, env={**os.environ, **(env or {})})
 
 
 def test_quick_run_on_cpu_checks_and_measures(tmp_path):

@@ -1,25 +1,24 @@
 """Chaos, overload and a short soak on a local multi-node Ray cluster, run by
-scripts/reliability.py in its own process (a second Ray cluster cannot share the test
+`python -m deployments bench reliability` in its own process (a second Ray cluster cannot share the test
 session's driver). Short windows here; docs/reliability.md records the full-length runs
-(`python scripts/reliability.py overload --seconds 60`, `soak --minutes 30`, `chaos`)."""
+(`python -m deployments bench reliability overload --seconds 60`, `soak --minutes 30`, `chaos`)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 from support.helpers import run_json_scenario
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reliability.py"
+SCENARIO = [sys.executable, "-m", "deployments", "bench", "reliability"]
 BUDGET_S = 360
-LOAD_CONCURRENCY = 6  # scripts/reliability.py: clients in flight during chaos
+LOAD_CONCURRENCY = 6  # deployments/bench/reliability.py: clients in flight during chaos
 
 
 @pytest.fixture(scope="module")
 def report(model_dir) -> dict:
-    command = [sys.executable, str(SCRIPT), "all", "--seconds", "8", "--minutes", "0.25", "--heal-wait-s", "8",
+    command = [*SCENARIO, "all", "--seconds", "8", "--minutes", "0.25", "--heal-wait-s", "8",
                "--model-dir", str(model_dir)]
     return run_json_scenario(command, BUDGET_S)
 

@@ -21,7 +21,7 @@ from deployments.k8s.serve_config import kubernetes_serve_config
 from deployments.launch import load_serve_config
 
 K8S = REPO / "k8s"
-RENDER = [sys.executable, str(REPO / "scripts" / "render_k8s.py")]
+RENDER = [sys.executable, "-m", "deployments", "render-k8s"]
 MANIFESTS = ["rayservice.yaml", "rayjob-batch-embed.yaml", "rayjob-finetune.yaml", "monitoring.yaml",
              "secrets.example.yaml"]
 

@@ -62,7 +62,7 @@ def interrupted_then_resumed(images, model_dir, tmp_path_factory):
     from ray.job_submission import JobSubmissionClient
 
     out = tmp_path_factory.mktemp("embed-out") / "vectors"
-    entrypoint = (f"{sys.executable} scripts/embed_dataset.py {images} --output {out} --model {model_dir} "
+    entrypoint = (f"{sys.executable} -m deployments embed {images} --output {out} --model {model_dir} "
                   f"--dtype float32 --device cpu --shard-size {SHARD} --batch-size 8 --workers 1")
     runtime_env = {"working_dir": str(REPO), "excludes": ["/tests/", ".git", "__pycache__", "*.egg-info"]}
     with ray_head() as (address, _):

@@ -1,4 +1,4 @@
-"""The variant catalogue: a config naming an entry by id gets its defaults, the README
+"""The variant catalogue: a config naming an entry by id gets its defaults, docs/models.md
 shows the catalogue as it is, and a fixture shaped like each entry loads on both backends."""
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def test_a_variant_named_by_id_alone_gets_the_entry_defaults():
     assert q8.variants[0].backend_options() == {"onnx_dtype": "q8"}
 
 
-def test_readme_shows_the_catalogue_as_it_is():
-    assert markdown_table() in (REPO / "README.md").read_text()
+def test_the_models_page_shows_the_catalogue_as_it_is():
+    assert markdown_table() in (REPO / "docs" / "models.md").read_text()
 
 
 @pytest.mark.parametrize("entry_id", sorted(CATALOGUE))

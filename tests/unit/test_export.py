@@ -85,8 +85,8 @@ def test_export_refuses_pickle_weights_unless_allowed(model_dir, tmp_path, refer
     src = pickle_only(model_dir, tmp_path / "pickled")
     with pytest.raises(CheckpointError, match="allow_pickle_weights"):
         export_onnx(src, tmp_path / "out", towers=("image",))
-    # The command line, with the flag: a real run of the script.
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "export_onnx.py"), str(src), str(tmp_path / "out"),
+    # The command line, with the flag: a real run of `python -m deployments export-onnx`.
+    out = subprocess.run([sys.executable, "-m", "deployments", "export-onnx", str(src), str(tmp_path / "out"),
                           "--towers", "image", "--quantize", "--allow-pickle-weights"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]

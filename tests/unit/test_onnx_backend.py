@@ -100,7 +100,7 @@ def test_missing_pieces_are_named(onnx_dir, tmp_path):
     with pytest.raises(CheckpointError) as exc:
         OnnxBackend.load(Checkpoint.open(str(empty)), "image")
     assert "onnx/vision_model.onnx" in str(exc.value) and "onnx/model.onnx" in str(exc.value)
-    assert "export_onnx.py" in str(exc.value)
+    assert "python -m deployments export-onnx" in str(exc.value)
     with pytest.raises(CheckpointError) as exc:
         OnnxBackend.load(Checkpoint.open(str(onnx_dir)), "text", onnx_dtype="q4")
     assert "onnx/text_model_q4.onnx" in str(exc.value) and "onnx/text_model_quantized.onnx" in str(exc.value)

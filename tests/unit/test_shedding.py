@@ -1,6 +1,6 @@
 """Load shedding and deadlines as ASGI middleware on their own (no Ray): the router's
 admission control and deadline, and the proxy-level cap, against a deliberately slow app.
-The live service is exercised in test_reliability_app.py and scripts/reliability.py."""
+The live service is exercised in test_reliability_app.py and `python -m deployments bench reliability`."""
 
 from __future__ import annotations
 

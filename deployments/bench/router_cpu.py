@@ -1,10 +1,11 @@
 """What a router spends per image before any model runs: parse a 16-image JSON request,
 decode each base64 JPEG, decode and resize it (the serving code's own functions), on one
 core and on every core at once. On a GPU machine this, not the GPU, bounds the served
-figure; scripts/bench_gpu.py reports both."""
+figure; deployments/bench/gpu.py reports both."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -12,6 +13,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
 import numpy as np
+
+from ..tools import command_parser
+from .common import bench_checkpoint, request_bodies
+
 
 _STATE: dict = {}
 
@@ -22,7 +27,7 @@ def _init(bodies: list[bytes], spec, limits) -> None:
 
 def _work(requests: int) -> tuple[int, float]:
     """(images prepared, CPU seconds): `requests` request bodies handled as a router does."""
-    from deployments.preprocess.images import decode_image_source, prepare_image
+    from ..preprocess.images import decode_image_source, prepare_image
 
     bodies, spec, limits = _STATE["bodies"], _STATE["spec"], _STATE["limits"]
     images, cpu = 0, time.process_time()
@@ -52,3 +57,22 @@ def router_images_per_s(bodies: list[bytes], spec, limits, processes: int, secon
                     pending.add(pool.submit(_work, 2))
         wall = time.perf_counter() - start
     return images / wall, images / max(cpu, 1e-9)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench router-cpu", __doc__)
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="worker processes (routers)")
+    ap.add_argument("--seconds", type=float, default=4.0)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..backends.checkpoint import Checkpoint
+    from ..preprocess.images import ImageLimits, b64
+
+    spec = Checkpoint.open(str(bench_checkpoint())).image_spec()
+    all_cores, per_core = router_images_per_s(request_bodies(), spec, ImageLimits(), args.processes, args.seconds)
+    print(f"router work per 640x480 JPEG, 16 per request (JSON, base64 by {b64.__name__}, decode, resize): "
+          f"{per_core:.0f} images per CPU-second; {all_cores:.0f} images/s on {args.processes} processes")
+    return 0

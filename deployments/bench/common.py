@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "bench/vit-b-32"
 VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
@@ -26,8 +26,8 @@ WORDS = {
 
 
 def bench_checkpoint() -> Path:
-    from deployments.checkpoint_builder import build_clip_checkpoint
-    from deployments.demo import clip_serve_home
+    from ..checkpoint_builder import build_clip_checkpoint
+    from ..demo import clip_serve_home
 
     folder = clip_serve_home() / "bench-vit-b-32"
     if not (folder / "model.safetensors").is_file():
@@ -58,6 +58,15 @@ def photo_jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
     return buf.getvalue()
 
 
+def request_bodies(n: int = 4, per_request: int = 16, model: str = MODEL_ID) -> list[bytes]:
+    """`n` request bodies of `per_request` 640x480 JPEGs each, base64 in the JSON."""
+    import base64
+
+    jpegs = [base64.b64encode(photo_jpeg(s)).decode() for s in range(per_request)]
+    return [body({"input": [{"image": jpegs[(k + i) % per_request]} for i in range(per_request)]}, model)
+            for k in range(n)]
+
+
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -73,21 +82,35 @@ def gpus() -> str:
     return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 
 
-def record(path: str, title: str, script: str, details: str, report: str) -> None:
-    """Append a result to a markdown file under a heading with date, commit and machine."""
+def replicas_import_this_checkout() -> None:
+    """Ray workers started from this process (replicas) import this checkout too."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+
+def commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
+        found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                               text=True).stdout.strip()
     except OSError:
-        commit = ""
+        found = ""
     # A copied tree without git (a lent GPU machine) is told its commit by the caller.
-    commit = commit or os.environ.get("CLIP_SERVE_COMMIT", "unknown")
-    header = (f"\n## {title}{datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
-              f"Command: `python scripts/{script} {' '.join(sys.argv[1:])}` ({details}, load "
+    return found or os.environ.get("CLIP_SERVE_COMMIT", "unknown")
+
+
+def record(path: str, title: str, details: str, report: str) -> None:
+    """Append a result to a markdown file (docs/benchmarks.md: its run log) under a heading with date,
+    commit and machine."""
+    header = (f"\n### {title}{datetime.date.today().isoformat()} · commit {commit()} · {machine()}\n\n"
+              f"Command: `{command()}` ({details}, load "
               f"{os.getloadavg()[0]:.2f} at the end)\n\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(header + report + "\n")
+
+
+def command() -> str:
+    """How this run was started, as the docs write it (`python -m deployments bench ...`)."""
+    return f"python -m deployments {' '.join(sys.argv[1:])}"
 
 
 def fmt_row(cells: list[str], widths: list[int]) -> str:

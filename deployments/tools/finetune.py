@@ -1,7 +1,7 @@
 """Contrastive fine-tuning of a CLIP checkpoint (or training one from a config) on Ray Train.
 
-    python scripts/finetune.py DATA --output OUT (--from-checkpoint SRC | --from-config NAME|FILE) [options]
-    ray job submit --working-dir . -- python scripts/finetune.py DATA --output OUT ...
+    python -m deployments finetune DATA --output OUT (--from-checkpoint SRC | --from-config NAME|FILE) [options]
+    ray job submit --working-dir . -- python -m deployments finetune DATA --output OUT ...
 
 DATA: an image folder with metadata.jsonl / metadata.csv (file_name, text), a captions
 CSV/JSONL, or parquet (image bytes or paths + text). OUT becomes a complete Hugging Face
@@ -12,18 +12,14 @@ resumes the run (same --run-name and --storage-path) from its last epoch.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deployments.jobs.cluster import init_ray  # noqa: E402
-from deployments.jobs.finetune import FinetuneOptions, config_presets, resolve_config, run_finetune  # noqa: E402
-from deployments.jobs.training import ModelInit  # noqa: E402
+from . import command_parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    from ..jobs.finetune import config_presets
+
+    ap = command_parser("finetune", __doc__)
     ap.add_argument("data", help="training pairs: image folder + captions table, CSV/JSONL, or parquet")
     ap.add_argument("--output", required=True, help="folder for the trained Hugging Face checkpoint")
     start = ap.add_mutually_exclusive_group(required=True)
@@ -54,10 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--storage-path", help="Ray Train checkpoints; shared storage on multi-node clusters "
                                            "(default: OUTPUT/../ray_train)")
     ap.add_argument("--address", help="Ray cluster address (default: the job's cluster, or a new local one)")
-    return ap.parse_args(argv)
+    return ap
 
 
-def options_from_args(args: argparse.Namespace) -> FinetuneOptions:
+def options_from_args(args: argparse.Namespace):
+    from ..jobs.finetune import FinetuneOptions, resolve_config
+    from ..jobs.training import ModelInit
+
     init = (ModelInit(source=args.from_checkpoint, revision=args.revision) if args.from_checkpoint
             else ModelInit(config=resolve_config(args.from_config)))
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
@@ -72,12 +71,12 @@ def options_from_args(args: argparse.Namespace) -> FinetuneOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     options = options_from_args(args)
+    from ..jobs.cluster import init_ray
+    from ..jobs.finetune import run_finetune
+
     init_ray(args.address)
     run_finetune(options)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

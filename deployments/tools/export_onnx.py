@@ -1,6 +1,6 @@
 """Export a servable CLIP checkpoint to ONNX in the Xenova/Transformers.js layout.
 
-    python scripts/export_onnx.py SOURCE OUT_DIR [--quantize] [--fp16] [--combined] [--opset 17]
+    python -m deployments export-onnx SOURCE OUT_DIR [--quantize] [--fp16] [--combined] [--opset 17]
 
 SOURCE is a hub id (through the Hugging Face cache, like serving) or a local folder.
 Serve the result with `backend: onnx` and `source: OUT_DIR` (add `onnx_dtype: q8` for the
@@ -10,16 +10,14 @@ int8 graphs). Every graph is checked against torch on example inputs before it i
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from . import command_parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from deployments.export.onnx_graphs import EXPORTERS
+def build_parser() -> argparse.ArgumentParser:
+    from ..export.onnx_graphs import EXPORTERS  # (no torch at import)
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("export-onnx", __doc__)
     ap.add_argument("source", help="hub id or local checkpoint folder")
     ap.add_argument("out_dir", help="folder to write (created if needed)")
     ap.add_argument("--revision", help="hub revision (branch, tag or commit)")
@@ -31,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exporter", choices=EXPORTERS, default="auto")
     ap.add_argument("--allow-pickle-weights", action="store_true",
                     help="read pytorch_model.bin when the checkpoint has no safetensors (pickle can run code)")
-    args = ap.parse_args(argv)
+    return ap
 
-    from deployments.export.onnx_export import export_onnx
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..export.onnx_export import export_onnx
 
     report = export_onnx(
         args.source, args.out_dir, revision=args.revision, quantize=args.quantize, fp16=args.fp16,
@@ -45,6 +46,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:40s} cosine to torch {cos:.6f}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

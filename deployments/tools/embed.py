@@ -1,7 +1,7 @@
 """Embed a dataset offline with a served variant's model, on Ray Data.
 
-    python scripts/embed_dataset.py INPUT --output OUT --model MODEL [--config serve_config.yaml] [options]
-    ray job submit --working-dir . -- python scripts/embed_dataset.py INPUT --output OUT --model MODEL ...
+    python -m deployments embed INPUT --output OUT --model MODEL [--config serve_config.yaml] [options]
+    ray job submit --working-dir . -- python -m deployments embed INPUT --output OUT --model MODEL ...
 
 INPUT: a folder of images; a CSV/JSONL/parquet table with a text column or an image-path
 column (--text-column / --image-column, optional --id-column); or an OpenAI batch JSONL
@@ -15,17 +15,12 @@ only the shards that are missing.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deployments.jobs.cluster import init_ray  # noqa: E402
-from deployments.jobs.embedding import EmbedJob, run_embedding_job, variant_for  # noqa: E402
+from . import command_parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("embed", __doc__)
     ap.add_argument("input")
     ap.add_argument("--output", required=True, help="output folder")
     ap.add_argument("--model", required=True, help="variant id/alias in --config, or a hub id / checkpoint folder")
@@ -45,11 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--decode-threads", type=int, default=2)
     ap.add_argument("--overwrite", action="store_true", help="replace an output folder of a different job")
     ap.add_argument("--address", help="Ray cluster address (default: the job's cluster, or a new local one)")
-    return ap.parse_args(argv)
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    from ..jobs.cluster import init_ray
+    from ..jobs.embedding import EmbedJob, run_embedding_job, variant_for
+
     variant = variant_for(args.model, args.config, dtype=args.dtype, device=args.device, backend=args.backend)
     job = EmbedJob(
         input=args.input, output=args.output, variant=variant, input_format=args.format, id_column=args.id_column,
@@ -61,6 +59,3 @@ def main(argv: list[str] | None = None) -> int:
     run_embedding_job(job)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

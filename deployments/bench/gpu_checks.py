@@ -1,4 +1,4 @@
-"""Parity checks run before the GPU figures (scripts/bench_gpu.py): the torch backend on a
+"""Parity checks run before the GPU figures (deployments/bench/gpu.py): the torch backend on a
 device, in each dtype and serving mode, against transformers' CLIPModel in float32 on the
 CPU on the same weights (the project's bar). A figure from a mode that fails its check is
 not worth recording."""

@@ -3,10 +3,15 @@ This is the ceiling the served figures are compared with."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..tools import command_parser
+from .common import bench_checkpoint, captions, table
 
 
 class Rate(float):
@@ -45,8 +50,8 @@ def _rate(fn, items: int, min_seconds: float, in_flight: int = 1) -> Rate:
 def load_tower(folder: Path, tower: str, dtype: str, threads: int | None, backend: str = "torch",
                device: str = "cpu", **options):
     """A tower on any registered backend (`options`: that backend's load options)."""
-    from deployments.backends.checkpoint import Checkpoint
-    from deployments.backends.registry import get_backend
+    from ..backends.checkpoint import Checkpoint
+    from ..backends.registry import get_backend
 
     return get_backend(backend).load(Checkpoint.open(str(folder)), tower, device=device, dtype=dtype,
                                      threads=threads, **options)
@@ -68,8 +73,8 @@ def image_throughput(folder: Path, dtype: str, threads: int, batch_sizes=(16, 32
 
 def tokenize(tower, texts: list[str]):
     """Texts -> the padded token batch (`.ids`, `.lengths`) a text replica receives."""
-    from deployments.preprocess.tokenizer import ClipTokenizer
-    from deployments.serving.payloads import pack_tokens
+    from ..preprocess.tokenizer import ClipTokenizer
+    from ..serving.payloads import pack_tokens
 
     t = tower.tokenizer_info
     tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
@@ -81,3 +86,24 @@ def text_throughput(folder: Path, dtype: str, threads: int, texts: list[str], ba
     tower = load_tower(folder, "text", dtype, max(1, threads // in_flight), backend, **options)
     batch = tokenize(tower, (texts * batch_size)[:batch_size])
     return _rate(lambda: tower.embed_texts(batch.ids, batch.lengths), batch_size, min_seconds, in_flight)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench model", __doc__)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per tower")
+    ap.add_argument("--backend", default="torch", help="a registered backend (torch, onnx needs an exported folder)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per figure")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    folder = bench_checkpoint()
+    image, batch, _ = image_throughput(folder, args.dtype, args.threads, min_seconds=args.seconds, backend=args.backend)
+    text = text_throughput(folder, args.dtype, args.threads, captions(256), min_seconds=args.seconds,
+                           backend=args.backend)
+    print(table([["tower (ViT-B/32 shape)", "items/s", "items per CPU-second", "batch"],
+                 ["image", f"{image:.1f}", f"{image.per_cpu_s:.1f}", str(batch)],
+                 ["text", f"{text:.1f}", f"{text.per_cpu_s:.1f}", "64"]]))
+    return 0

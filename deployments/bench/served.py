@@ -1,6 +1,6 @@
 """One command, one run, one table: model-only throughput against the served API.
 
-    python scripts/bench.py [--dtype bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--ingress haproxy|proxy]
+    python -m deployments bench served [--dtype bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--ingress haproxy|proxy]
                             [--record docs/benchmarks.md]
 
 Builds (once, cached) a ViT-B/32-sized CLIP with random weights — speed does not depend
@@ -17,22 +17,19 @@ import base64
 import json
 import os
 import resource
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ..client import wait_ready
+from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env
+from ..serving.threads import DECODE_THREAD, FORWARD_THREAD
+from ..tools import command_parser
+from .common import MODEL_ID, bench_checkpoint, body, captions, photo_jpeg, record, table
+from .load import LoadResult, run_alternating, run_load
+from .model import Rate, image_throughput, text_throughput
 
-from bench_common import MODEL_ID, bench_checkpoint, body, captions, photo_jpeg, record, table  # noqa: E402
-from bench_load import LoadResult, run_alternating, run_load  # noqa: E402
-from bench_model import Rate, image_throughput, text_throughput  # noqa: E402
-
-from deployments.client import wait_ready  # noqa: E402
-from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env  # noqa: E402
-from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD  # noqa: E402
 
 THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode"}
 LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
@@ -182,8 +179,8 @@ def encoder_stats(tower: str) -> Forwards:
     return Forwards(stats["forwards"], stats["items"])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench served", __doc__)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per encoder replica")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per served scenario")
@@ -198,7 +195,11 @@ def main() -> int:
                     help="serve and measure model-only with torch_compile: true (inductor)")
     ap.add_argument("--model-only-once", action="store_true",
                     help="measure model-only before the served runs only (quicker A/B of settings; noisier ratios)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     folder = bench_checkpoint()
     texts = captions(256)
@@ -209,7 +210,7 @@ def main() -> int:
 
     import ray
 
-    from deployments.launch import app_config, deploy
+    from ..launch import app_config, deploy
 
     os.environ.update(ingress_env(args.ingress, local=True))  # read by every Ray process at start
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -304,11 +305,8 @@ def main() -> int:
     report = "\n".join(lines)
     print("\n" + report)
     if args.record:
-        record(args.record, "", "bench.py", f"dtype {args.dtype}, {args.threads} threads per encoder, "
+        record(args.record, "", f"dtype {args.dtype}, {args.threads} threads per encoder, "
                f"{args.ingress} ingress, {args.seconds:.0f} s per scenario"
                + (", torch_compile" if args.torch_compile else ""), report)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

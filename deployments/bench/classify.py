@@ -4,7 +4,7 @@ on a local Ray cluster and compares, at low load (one client, sequential request
 p50 latency of classifying an image against 10 cached labels with the p50 of embedding
 the same image. Prints the machine, the figures and the ratio (target: <= 1.2).
 
-    python scripts/bench_classify.py [--requests 40] [--keep-model DIR]
+    python -m deployments bench classify [--requests 40] [--keep-model DIR]
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-# Replicas must import this checkout too.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+from ..tools import command_parser
+from .common import VIT_B32, machine, photo_jpeg, replicas_import_this_checkout
+from .served import LABELS
 
-sys.path.insert(0, str(REPO / "scripts"))
-from bench import LABELS  # noqa: E402
-from bench_common import VIT_B32, machine, photo_jpeg  # noqa: E402
+replicas_import_this_checkout()
 
 MODEL_ID = "bench/vit-b-32-random"
 
@@ -40,12 +37,12 @@ def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
 
     import numpy as np
 
-    from deployments.protocol.labels import PromptLimits, build_prompts
-    from deployments.serving import scoring
-    from deployments.serving.label_cache import LabelCache
-    from deployments.serving.responses import JSONBytes
-    from deployments.serving.routes.classify import classification
-    from deployments.serving.zero_shot import Classified
+    from ..protocol.labels import PromptLimits, build_prompts
+    from ..serving import scoring
+    from ..serving.label_cache import LabelCache
+    from ..serving.responses import JSONBytes
+    from ..serving.routes.classify import classification
+    from ..serving.zero_shot import Classified
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(1, dim)).astype(np.float32)
@@ -77,19 +74,23 @@ def p50_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("bench classify", __doc__)
     parser.add_argument("--requests", type=int, default=40, help="measured requests per kind")
     parser.add_argument("--keep-model", help="build the checkpoint here (reused if present) instead of a temp dir")
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     import httpx
     import ray
     from ray import serve
 
-    from deployments.checkpoint_builder import build_clip_checkpoint
-    from deployments.launch import app_config, deploy
+    from ..checkpoint_builder import build_clip_checkpoint
+    from ..launch import app_config, deploy
 
     workdir = Path(args.keep_model) if args.keep_model else Path(tempfile.mkdtemp(prefix="bench-classify-"))
     started = time.time()
@@ -171,6 +172,3 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

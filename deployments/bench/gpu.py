@@ -1,13 +1,13 @@
 """GPU figures for issue 6 in one command, on a machine with a CUDA device. Ray is not
 needed: the lent GPU machines have torch and transformers, not Ray.
 
-    python scripts/bench_gpu.py [--seconds 2] [--json OUT.json] [--record docs/benchmarks.md]
-    python scripts/bench_gpu.py --device cpu --quick    # the script checking itself, on any machine
+    python -m deployments bench gpu [--seconds 2] [--json OUT.json] [--record docs/benchmarks.md]
+    python -m deployments bench gpu --device cpu --quick    # the script checking itself, on any machine
 
 1. Checks (the run exits 1 if one fails): the torch backend on the device in float32,
    float16 and bfloat16, one forward at a time and two at once (one CUDA stream each),
    `torch_compile: true`, and CUDA graphs, each against transformers' CLIPModel in float32
-   on the CPU, same weights (scripts/gpu_checks.py).
+   on the CPU, same weights (deployments/bench/gpu_checks.py).
 2. Model-only: the ViT-B/32-sized tower (random weights) per dtype, mode and batch.
    `compute`: the batch already on the device, the GPU alone. `from host`: as a replica
    runs it (uint8 pixels pinned and copied, forward, embeddings back to the host), with one
@@ -15,7 +15,7 @@ needed: the lent GPU machines have torch and transformers, not Ray.
    graphs of one batch size (torch.compile's reduce-overhead mode), measured here to see
    whether graphs pay before any serving mode uses them.
 3. What bounds the end-to-end figure: a router's own work per 640x480 JPEG (JSON, base64,
-   decode, resize) per core and on every core (scripts/bench_router_cpu.py).
+   decode, resize) per core and on every core (deployments/bench/router_cpu.py).
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ..tools import command_parser
+from .common import bench_checkpoint, captions, machine, photo_jpeg, record, request_bodies, table
+from .gpu_checks import BARS, Check, CpuReference, compiled_checks, dtype_checks, row_cosines
+from .model import _rate, load_tower, tokenize
+from .router_cpu import router_images_per_s
 
-from bench_common import bench_checkpoint, body, captions, machine, photo_jpeg, record, table  # noqa: E402
-from bench_model import _rate, load_tower, tokenize  # noqa: E402
-from bench_router_cpu import router_images_per_s  # noqa: E402
-from gpu_checks import BARS, Check, CpuReference, compiled_checks, dtype_checks, row_cosines  # noqa: E402
 
 QUICK_SHAPE = {"hidden_size": 64, "layers": 2, "heads": 2, "image_size": 64, "patch_size": 16,
                "projection_dim": 32, "text_hidden_size": 32, "text_layers": 2, "text_heads": 2}
@@ -45,7 +44,7 @@ TARGETS = {"model-only image tower": 20_000, "served, 16 JPEGs per request": 3_0
 
 def can_compile(device: str) -> bool:
     """Inductor emits Triton on CUDA (shipped with torch) and C++ on CPU (needs a compiler)."""
-    from deployments.backends.torch_compile import cpu_compiler_available
+    from ..backends.torch_compile import cpu_compiler_available
 
     return device == "cuda" or cpu_compiler_available()
 
@@ -105,7 +104,7 @@ def cuda_graph_forward(tower):
     reduce-overhead). Graph outputs are overwritten by the next replay: callers copy first."""
     import torch
 
-    from deployments.backends.torch_compile import _own_code
+    from ..backends.torch_compile import _own_code
 
     step = torch.compile(_own_code(tower._tower_forward), mode="reduce-overhead", dynamic=False)
 
@@ -187,8 +186,8 @@ def model_only(load, device: str, dtypes: list[str], batches: list[int], seconds
 def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool, failures: list[str]) -> list[Check]:
     from types import SimpleNamespace
 
-    from deployments.backends.checkpoint import Checkpoint
-    from deployments.preprocess.images import ImageLimits, prepare_image
+    from ..backends.checkpoint import Checkpoint
+    from ..preprocess.images import ImageLimits, prepare_image
 
     checkpoint = Checkpoint.open(str(folder))
     spec = checkpoint.image_spec()
@@ -209,13 +208,6 @@ def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool, f
     return checks
 
 
-def request_bodies(n: int = 4, per_request: int = 16) -> list[bytes]:
-    import base64
-
-    jpegs = [base64.b64encode(photo_jpeg(s)).decode() for s in range(per_request)]
-    return [body({"input": [{"image": jpegs[(k + i) % per_request]} for i in range(per_request)]}) for k in range(n)]
-
-
 def report(env: dict, checks: list[Check], figures: Figures, router: dict, summary: dict) -> str:
     check_rows = [["check (against CLIPModel float32 on CPU)", "min cosine", "bar", "ok"],
                   *([c.name, f"{c.min_cosine:.6f}", f"{c.bar}", "yes" if c.ok else "NO"] for c in checks)]
@@ -230,15 +222,19 @@ def report(env: dict, checks: list[Check], figures: Figures, router: dict, summa
     return "\n".join(lines)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench gpu", __doc__)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--quick", action="store_true", help="a tiny model and small batches: checks the script itself")
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per figure")
     ap.add_argument("--no-compile", action="store_true", help="skip torch_compile and CUDA graphs (minutes of compiling)")
     ap.add_argument("--json", help="write everything measured to this file")
     ap.add_argument("--record", help="append the report to this markdown file")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
 
@@ -252,7 +248,7 @@ def main() -> int:
     compile_ = not args.no_compile and can_compile(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
-            from deployments.checkpoint_builder import build_clip_checkpoint
+            from ..checkpoint_builder import build_clip_checkpoint
 
             folder = Path(tmp) / "quick"
             build_clip_checkpoint(folder, seed=0, **QUICK_SHAPE)
@@ -268,13 +264,13 @@ def main() -> int:
         for c in checks:
             print(f"  {'ok ' if c.ok else 'FAIL'} {c.name}: min cosine {c.min_cosine:.6f} (bar {c.bar})", flush=True)
         print("model-only ...", flush=True)
-        from deployments.backends.checkpoint import Checkpoint
+        from ..backends.checkpoint import Checkpoint
 
         spec = Checkpoint.open(str(folder)).image_spec()
         figures = model_only(load, args.device, dtypes, batches, args.seconds, spec.input_hw, captions(64), compile_,
                              failures)
         print("router work per image ...", flush=True)
-        from deployments.preprocess.images import ImageLimits, b64
+        from ..preprocess.images import ImageLimits, b64
 
         processes = 2 if args.quick else (os.cpu_count() or 1)
         all_cores, per_core = router_images_per_s(request_bodies(), spec, ImageLimits(), processes, 2 * args.seconds)
@@ -302,9 +298,6 @@ def main() -> int:
                                                                        "ok": c.ok} for c in checks],
                                                "figures": figures.rows, "router": router, "summary": summary}, indent=1))
     if args.record:
-        record(args.record, "GPU: ", "bench_gpu.py", f"{env['device']}, {args.seconds} s per figure", text)
+        record(args.record, "GPU: ", f"{env['device']}, {args.seconds} s per figure", text)
     return 0 if all(c.ok for c in checks) else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

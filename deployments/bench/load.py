@@ -7,12 +7,16 @@ what the table shows.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
+
+from ..tools import command_parser
+from .common import body, captions, request_bodies
 
 
 @dataclass
@@ -107,3 +111,31 @@ def run_alternating(pairs: dict[str, tuple[str, bytes]], *, items_per_request: i
             else:
                 r.errors[status] = r.errors.get(status, 0) + 1
     return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench load", __doc__)
+    ap.add_argument("--url", default="http://127.0.0.1:8000", help="a running clip-serve")
+    ap.add_argument("--model", help="served model id (default: the first one /v1/models lists)")
+    ap.add_argument("--modality", choices=["image", "text"], default="image")
+    ap.add_argument("--items", type=int, default=16, help="images (640x480 JPEG) or texts per request")
+    ap.add_argument("--concurrency", type=int, default=4, help="clients, each with one request in flight")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after 3 s of warm-up)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..client import ClipClient
+
+    model = args.model or ClipClient(args.url).default_model()
+    if args.modality == "image":
+        bodies = request_bodies(4, args.items, model)
+    else:
+        texts = captions(4 * args.items)
+        bodies = [body({"input": texts[k:k + args.items]}, model) for k in range(0, len(texts), args.items)]
+    result = run_load(f"{args.modality} x{args.items}", f"{args.url}/v1/embeddings", bodies,
+                      concurrency=args.concurrency, items_per_request=args.items, seconds=args.seconds)
+    print(f"{result.name}, {args.concurrency} in flight: {result.items_per_s:.1f} items/s, p50 {result.pct(50):.3f} s, "
+          f"p99 {result.pct(99):.3f} s, errors {result.errors or 'none'}")
+    return 0

@@ -1,6 +1,6 @@
 """Eager against `torch_compile: true`, model-only, side by side in one process.
 
-    python scripts/bench_compile.py [--dtype bfloat16] [--rounds 8] [--record docs/benchmarks.md]
+    python -m deployments bench compile [--dtype bfloat16] [--rounds 8] [--record docs/benchmarks.md]
 
 Each tower is loaded twice through the torch backend (eager, compiled), both with one
 thread, and the two are measured in alternating 3-second slices: items per CPU-second of
@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_common import bench_checkpoint, captions, record, table  # noqa: E402
-from bench_model import _rate, load_tower, tokenize  # noqa: E402
+from ..tools import command_parser
+from .common import bench_checkpoint, captions, record, table
+from .model import _rate, load_tower, tokenize
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench compile", __doc__)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--record", help="append the result to this markdown file")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     folder = bench_checkpoint()
     # Every model class loads before anything compiles: compiled graphs are guarded on
@@ -57,10 +57,7 @@ def main() -> int:
     report = table(rows)
     print(report)
     if args.record:
-        record(args.record, "", "bench_compile.py", f"dtype {args.dtype}, medians over {args.rounds} alternating "
+        record(args.record, "", f"dtype {args.dtype}, medians over {args.rounds} alternating "
                "rounds of 3 s", report)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

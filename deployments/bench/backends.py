@@ -1,6 +1,6 @@
 """ONNX Runtime (fp32, int8) against the torch backend (fp32, bf16): one run, one machine.
 
-    python scripts/bench_backends.py [--seconds 15] [--threads 2] [--record docs/benchmarks.md]
+    python -m deployments bench backends [--seconds 15] [--threads 2] [--record docs/benchmarks.md]
 
 On a ViT-B/32-sized CLIP with random weights (speed does not depend on the weights; built
 and exported once, cached), measures for each runtime:
@@ -17,19 +17,16 @@ import base64
 import datetime
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ..tools import command_parser
+from .common import bench_checkpoint, body, captions, command, commit, machine, photo_jpeg, table
+from .load import run_load
+from .model import image_throughput, text_throughput
+from .served import wait_ready
 
-from bench import wait_ready  # noqa: E402
-from bench_common import bench_checkpoint, body, captions, machine, photo_jpeg, table  # noqa: E402
-from bench_load import run_load  # noqa: E402
-from bench_model import image_throughput, text_throughput  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 # name -> (backend, variant config fields, model-only load options)
 RUNTIMES = {
     "torch fp32": ("torch", {"dtype": "float32"}, {"dtype": "float32"}),
@@ -40,7 +37,7 @@ RUNTIMES = {
 
 
 def onnx_checkpoint(folder: Path) -> Path:
-    from deployments.export.onnx_export import export_onnx
+    from ..export.onnx_export import export_onnx
 
     out = folder.with_name(folder.name + "-onnx")
     if not (out / "onnx" / "text_model_quantized.onnx").is_file():
@@ -90,14 +87,18 @@ def best(a: tuple, b: tuple) -> tuple:
     return tuple(max(x, y) for x, y in zip(a, b))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench backends", __doc__)
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per encoder")
     ap.add_argument("--seconds", type=float, default=15.0, help="measured seconds per served scenario")
     ap.add_argument("--model-seconds", type=float, default=4.0, help="measured seconds per model-only figure")
     ap.add_argument("--port", type=int, default=8124)
     ap.add_argument("--record", help="append the result to this markdown file")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     started, load_before = time.perf_counter(), load_line()
 
     folders = {"torch": bench_checkpoint()}
@@ -120,7 +121,7 @@ def main() -> int:
 
     import ray
 
-    from deployments.launch import app_config, deploy
+    from ..launch import app_config, deploy
 
     ray.init(address="local", num_cpus=2 * len(RUNTIMES) + 2, include_dashboard=False, log_to_driver=False)
     base = f"http://127.0.0.1:{args.port}"
@@ -177,18 +178,13 @@ def main() -> int:
     ])
     print("\n" + report)
     if args.record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
         path = Path(args.record)
         text = path.read_text() if path.is_file() else "# Benchmarks\n"
-        if "\n## Backends\n" not in text:
-            text += "\n## Backends\n\nONNX Runtime against the torch backend, `scripts/bench_backends.py`.\n"
-        text += (f"\n### {datetime.date.today().isoformat()} · commit {commit} · {machine()}\n\n"
-                 f"Command: `python scripts/bench_backends.py {' '.join(sys.argv[1:])}`\n\n{report}\n")
+        if "\n### Backends\n" not in text:
+            text += "\n### Backends\n\nONNX Runtime against the torch backend, `python -m deployments bench backends`.\n"
+        text += (f"\n#### {datetime.date.today().isoformat()} · commit {commit()} · {machine()}\n\n"
+                 f"Command: `{command()}`\n\n{report}\n")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,11 @@
 """Batch embedding job throughput next to the served path and the model alone, same machine.
 
-    python scripts/bench_jobs.py [--images 512] [--dtype bfloat16] [--seconds 20] [--record docs/benchmarks.md]
+    python -m deployments bench jobs [--images 512] [--dtype bfloat16] [--seconds 20] [--record docs/benchmarks.md]
 
-Uses the ViT-B/32-sized random checkpoint of scripts/bench.py (speed does not depend on
+Uses the ViT-B/32-sized random checkpoint of deployments/bench/served.py (speed does not depend on
 the weights) and 640x480 JPEG photos. Three figures for the image tower:
   1. model-only: the backend called directly (uint8 in, vectors out; no decoding);
-  2. batch job: scripts/embed_dataset.py's pipeline on a local Ray cluster, files on disk
+  2. batch job: deployments/tools/embed.py's pipeline on a local Ray cluster, files on disk
      -> decode + resize -> embed -> parquet; steady state (the actors' busy time) and end
      to end (including actor start);
   3. served: POST /v1/embeddings with 16 base64 JPEGs per request, 4 in flight.
@@ -16,25 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ..tools import command_parser
+from .common import MODEL_ID, REPO, bench_checkpoint, body, photo_jpeg, record, table
+from .load import run_load
+from .model import image_throughput
+from .served import app_args, wait_ready
 
-from bench import app_args, wait_ready  # noqa: E402
-from bench_common import MODEL_ID, bench_checkpoint, body, photo_jpeg, record, table  # noqa: E402
-from bench_load import run_load  # noqa: E402
-from bench_model import image_throughput  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def batch_job(folder: Path, images: Path, out: Path, dtype: str, threads: int, workers: int) -> dict:
-    from deployments.config import VariantConfig
-    from deployments.jobs.embedding import EmbedJob, run_embedding_job
+    from ..config import VariantConfig
+    from ..jobs.embedding import EmbedJob, run_embedding_job
 
     variant = VariantConfig(id=MODEL_ID, source=str(folder), dtype=dtype, device="cpu", cpu_threads=threads)
     job = EmbedJob(input=str(images), output=str(out), variant=variant, shard_size=128, batch_size=32,
@@ -48,8 +45,8 @@ def batch_job(folder: Path, images: Path, out: Path, dtype: str, threads: int, w
             "steady": report["items_ok"] / busy if busy else 0.0, "wall": wall}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench jobs", __doc__)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (job actor, encoder)")
@@ -57,7 +54,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of served load")
     ap.add_argument("--port", type=int, default=8124)
     ap.add_argument("--record", help="append the result to this markdown file")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     folder = bench_checkpoint()
     print(f"model-only image tower, {args.dtype}, {args.threads} threads ...", flush=True)
@@ -78,7 +79,7 @@ def main() -> int:
 
     import base64
 
-    from deployments.launch import app_config, deploy
+    from ..launch import app_config, deploy
 
     print("served: 16 images/request, 4 in flight ...", flush=True)
     deploy([app_config(app_args(folder, args.dtype, args.threads))], "127.0.0.1", args.port)
@@ -104,10 +105,7 @@ def main() -> int:
     report = table(rows) + (f"\n\nserved errors: {served.errors}" if served.errors else "")
     print("\n" + report)
     if args.record:
-        record(args.record, "Batch embedding job · ", "bench_jobs.py",
+        record(args.record, "Batch embedding job · ",
                f"dtype {args.dtype}, {args.threads} threads, {args.workers} job actor(s)", report)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
