@@ -65,7 +65,7 @@ def serve_command(args: argparse.Namespace) -> int:
         from .demo import DEMO_ID, demo_args, ensure_demo_model
 
         folder = ensure_demo_model()
-        print(f"serving the embedded demo model from {folder} (trained on synthetic shapes; see README for real models)")
+        print(f"serving the embedded demo model from {folder} (trained on synthetic shapes; see docs/models.md for real models)")
         applications = [app_config(demo_args(folder))]
         first_model = DEMO_ID
 

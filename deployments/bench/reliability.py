@@ -376,6 +376,6 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The report as one JSON line on stdout (what tests/test_chaos_overload.py reads)."""
+    """The report as one JSON line on stdout (what tests/ops/test_chaos_overload.py reads)."""
     print(json.dumps(run(argv)), flush=True)
     return 0
