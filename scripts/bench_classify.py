@@ -40,6 +40,7 @@ def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
 
     import numpy as np
 
+    from deployments.config import LimitsConfig
     from deployments.protocol.labels import PromptLimits, build_prompts
     from deployments.serving import scoring
     from deployments.serving.label_cache import LabelCache
@@ -56,7 +57,7 @@ def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), "weights"
 
     async def one() -> None:
-        prompts = build_prompts(LABELS, PromptLimits(1000, 100, 20_000), hypothesis_template="a photo of a {}.")
+        prompts = build_prompts(LABELS, PromptLimits.from_config(LimitsConfig()), hypothesis_template="a photo of a {}.")
         found = await cache.lookup("bench", "weights", prompts.prompts, encode)
         classes = scoring.ensemble(found.vectors[np.asarray(prompts.index)])
         cosines = scoring.cosine_matrix(image, classes)
