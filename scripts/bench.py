@@ -32,9 +32,9 @@ from bench_model import Rate, image_throughput, text_throughput  # noqa: E402
 
 from deployments.client import wait_ready  # noqa: E402
 from deployments.ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env  # noqa: E402
-from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD  # noqa: E402
+from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD  # noqa: E402
 
-THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode"}
+THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode", TOKENIZE_THREAD: "tokenize"}
 LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
 
 
