@@ -190,7 +190,15 @@ class LimitsConfig(StrictModel):
     max_items_per_request: int = Field(2048, ge=1, description="Inputs in one request.")
     max_image_bytes: int = Field(20 * 2**20, ge=1, description="Encoded bytes of one image.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded pixels of one image (width*height).")
-    max_text_chars: int = Field(20_000, ge=1, description="Characters of one text input.")
+    max_text_chars: int = Field(20_000, ge=1, description="Characters of one text input or label prompt.")
+    max_request_text_chars: int = Field(
+        2_000_000, ge=1, description="Characters of all texts one request has tokenized: its inputs, and (counted "
+        "apart) the label prompts of a classification. Bounds the tokenizer time one request can claim."
+    )
+    max_request_pixels: int = Field(
+        200_000_000, ge=1, description="Pixels all images of one request decode to (JPEGs at the reduced size they "
+        "are decoded at for the model). Bounds the decode time one request can claim."
+    )
     max_image_aspect_ratio: float = Field(
         50.0, ge=1.0, description="Longer over shorter side of one image; refused before decoding (resize bombs)."
     )
@@ -226,7 +234,14 @@ class RouterConfig(StrictModel):
     max_inflight_calls: int = Field(
         8, ge=1, le=1024, description="Encoder calls in flight per (variant, tower); beyond it items accumulate."
     )
-    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding and resizing images.")
+    decode_threads: int = Field(
+        2, ge=1, le=64, description="Threads decoding and resizing images; one request keeps at most half of them "
+        "(at least one) busy, so a heavy request leaves the rest to others."
+    )
+    tokenize_threads: int = Field(
+        2, ge=1, le=64, description="Threads running the tokenizer, off the event loop; one request keeps at most "
+        "half of them (at least one) busy."
+    )
     truncate_default: bool = Field(
         True, description="Truncate texts over the context length unless a request says `truncate: false`."
     )

@@ -21,6 +21,7 @@ SCENARIOS = {
     "jobs": ("jobs", "batch embedding job throughput next to the served path and the model alone"),
     "load": ("load", "closed-loop HTTP load on a running server (--url): N clients, one request each in flight"),
     "router-cpu": ("router_cpu", "router CPU per image before any model runs (parse, decode, resize)"),
+    "heavy": ("heavy", "small requests' latency alone and beside heavy requests at the limits (--url, JSON report)"),
     "reliability": ("reliability", "overload, soak and chaos on a local multi-node Ray cluster (JSON report)"),
 }
 

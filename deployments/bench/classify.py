@@ -37,6 +37,7 @@ def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
 
     import numpy as np
 
+    from ..config import LimitsConfig
     from ..protocol.labels import PromptLimits, build_prompts
     from ..serving import scoring
     from ..serving.label_cache import LabelCache
@@ -53,7 +54,7 @@ def router_side_us(dim: int = 512, rounds: int = 2000) -> float:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), "weights"
 
     async def one() -> None:
-        prompts = build_prompts(LABELS, PromptLimits(1000, 100, 20_000), hypothesis_template="a photo of a {}.")
+        prompts = build_prompts(LABELS, PromptLimits.from_config(LimitsConfig()), hypothesis_template="a photo of a {}.")
         found = await cache.lookup("bench", "weights", prompts.prompts, encode)
         classes = scoring.ensemble(found.vectors[np.asarray(prompts.index)])
         cosines = scoring.cosine_matrix(image, classes)

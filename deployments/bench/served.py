@@ -24,14 +24,14 @@ from pathlib import Path
 
 from ..client import wait_ready
 from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env
-from ..serving.threads import DECODE_THREAD, FORWARD_THREAD
+from ..serving.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD
 from ..tools import command_parser
 from .common import MODEL_ID, bench_checkpoint, body, captions, photo_jpeg, record, table
 from .load import LoadResult, run_alternating, run_load
 from .model import Rate, image_throughput, text_throughput
 
 
-THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode"}
+THREAD_KINDS = {FORWARD_THREAD: "forward", DECODE_THREAD: "decode", TOKENIZE_THREAD: "tokenize"}
 LABELS = ["cat", "dog", "car", "tree", "house", "person", "bicycle", "boat", "airplane", "flower"]
 
 

@@ -10,6 +10,7 @@ import binascii
 import io
 import math
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ except ImportError:  # a copied, uninstalled tree (the GPU machine's benchmark r
     import base64 as b64
 
 from .image_spec import ImageSpec
+from .png_chunks import TooManyChunks, check_png_chunks
 
 # We check decoded size ourselves (max_pixels) before decoding; PIL's global bomb guard
 # would otherwise raise a different exception type on very large images.
@@ -28,6 +30,9 @@ Image.MAX_IMAGE_PIXELS = None
 
 _URLSAFE_B64 = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+# Pillow names a JPEG by what else it carries: a multi-picture (MPF) segment, as phone
+# cameras write, makes it "MPO". Its first picture is the JPEG, which is what we decode.
+_FORMAT_FAMILY = {"MPO": "JPEG"}
 
 
 class ImageError(ValueError):
@@ -49,6 +54,24 @@ class ImageLimits:
     # short side; the exact antialiased resize does the rest. At 1.0 a 640x480 photo for a
     # 224 px model costs 1.9 instead of 3.0 ms, at cosine >= 0.99999 to the full decode.
     draft_headroom: float = 1.0
+
+
+class PixelBudget:
+    """The pixels one request's images may still decode to, shared by its decode threads."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._left = total
+        self._lock = threading.Lock()
+
+    def charge(self, pixels: int) -> None:
+        with self._lock:
+            if pixels > self._left:
+                raise ImageError(
+                    f"the images of this request decode to more than {self.total} pixels in all, the limit per "
+                    "request (limits.max_request_pixels)", status=413,
+                )
+            self._left -= pixels
 
 
 def decode_image_source(source: str, limits: ImageLimits) -> bytes:
@@ -108,13 +131,30 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def open_rgb(data: bytes, spec: ImageSpec, limits: ImageLimits) -> Image.Image:
     """Decode bytes into an RGB image, refusing bombs and unsupported formats before decoding."""
+    return decode_rgb(open_image(data, spec, limits))
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    image: Image.Image  # header read, pixels not decoded yet
+    source_size: tuple[int, int]  # as sent, before any draft downscale (metrics)
+
+
+def open_image(data: bytes, spec: ImageSpec, limits: ImageLimits, budget: PixelBudget | None = None) -> OpenedImage:
+    """Read an image's header and check it (format, size, aspect ratio) without decoding its
+    pixels; `budget`: the request's pixels left, charged with what `decode_rgb` will decode."""
     if len(data) > limits.max_image_bytes:
         raise ImageError(f"image is larger than the {limits.max_image_bytes}-byte limit", status=413)
+    try:
+        check_png_chunks(data)
+    except TooManyChunks as exc:
+        raise ImageError(str(exc)) from None
     try:
         img = Image.open(io.BytesIO(data))
     except Exception:
         raise ImageError("image could not be decoded (unknown or corrupt format)") from None
-    if img.format not in limits.formats:
+    fmt = _FORMAT_FAMILY.get(img.format, img.format)
+    if fmt not in limits.formats:
         raise ImageError(f"image format {img.format} is not supported; use one of {sorted(limits.formats)}")
     width, height = img.size
     if width < 1 or height < 1:
@@ -126,16 +166,25 @@ def open_rgb(data: bytes, spec: ImageSpec, limits: ImageLimits) -> Image.Image:
     if max(width, height) / min(width, height) > limits.max_aspect_ratio:
         raise ImageError(f"image is {width}x{height}, over the aspect ratio limit of {limits.max_aspect_ratio:g}:1")
     try:
-        if img.format == "JPEG":
+        if fmt == "JPEG":
             size = _draft_size(width, height, spec, limits.draft_headroom)
             if size is not None:
                 img.draft("RGB", size)
+    except Exception:
+        raise ImageError("image could not be decoded (truncated or corrupt data)") from None
+    if budget is not None:  # after the draft: what will actually be decoded
+        budget.charge(img.width * img.height)
+    return OpenedImage(img, (width, height))
+
+
+def decode_rgb(opened: OpenedImage) -> Image.Image:
+    """Decode an image from `open_image` into RGB."""
+    img = opened.image
+    try:
         img.load()
         rgb = _to_rgb(ImageOps.exif_transpose(img))
-        rgb.info["source_size"] = (width, height)  # as sent, before any draft downscale (metrics)
+        rgb.info["source_size"] = opened.source_size
         return rgb
-    except ImageError:
-        raise
     except Exception:
         raise ImageError("image could not be decoded (truncated or corrupt data)") from None
 

@@ -20,9 +20,10 @@ def image_api_error(error: ImageError, param: str | None) -> APIError:
 
 
 class ItemPreprocessor:
-    def __init__(self, image_limits: ImageLimits, max_text_chars: int) -> None:
+    def __init__(self, image_limits: ImageLimits, max_text_chars: int, max_request_chars: int) -> None:
         self.image_limits = image_limits
         self.max_text_chars = max_text_chars
+        self.max_request_chars = max_request_chars
 
     def tokenize(self, tokenizer: ClipTokenizer, items: list[Item], truncate: bool) -> list[np.ndarray]:
         """Text and token items -> id sequences (BOS ... EOS), in order; APIError names the bad item."""
@@ -45,9 +46,17 @@ class ItemPreprocessor:
                     raise APIError.invalid(str(exc), param=it.param) from None
         return out  # type: ignore[return-value]
 
-    def check_chars(self, items: list[TextItem]) -> None:
+    def check_chars(self, items: list[TextItem], param: str = "input") -> None:
+        """Each text within limits.max_text_chars, all of them within limits.max_request_text_chars."""
+        total = 0
         for it in items:
             if len(it.text) > self.max_text_chars:
                 raise APIError.too_large(
                     f"text has {len(it.text)} characters, over the limit of {self.max_text_chars}", param=it.param
                 )
+            total += len(it.text)
+        if total > self.max_request_chars:
+            raise APIError.too_large(
+                f"the texts of this request have {total} characters in all, over the limit of "
+                f"{self.max_request_chars} per request (limits.max_request_text_chars)", param=param,
+            )

@@ -18,6 +18,10 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+def _writable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class APIError(Exception):
     """An error a client caused or must react to; rendered as the OpenAI error envelope."""
 
@@ -31,6 +35,9 @@ class APIError(Exception):
         code: str | int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        # Messages quote what the client sent; text no JSON encoder can write (a lone
+        # surrogate) is escaped so that the error itself can always be answered.
+        message, param = _writable(message), None if param is None else _writable(param)
         super().__init__(message)
         self.status_code = status_code
         self.message = message

@@ -8,6 +8,7 @@ Each `{}` in a template is replaced by the label; nothing else in it is interpre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import APIError
 
@@ -21,6 +22,14 @@ class PromptLimits:
     max_labels: int
     max_templates: int
     max_prompts: int
+    max_prompt_chars: int  # limits.max_text_chars
+    max_total_chars: int  # limits.max_request_text_chars
+
+    @classmethod
+    def from_config(cls, limits: Any) -> PromptLimits:
+        """From the app's LimitsConfig (config.py)."""
+        return cls(limits.max_labels, limits.max_templates, limits.max_prompts, limits.max_text_chars,
+                   limits.max_request_text_chars)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,32 @@ def _check_template(template: str, param: str) -> None:
         raise APIError.invalid("a template must not be empty", param=param)
     if PLACEHOLDER not in template:
         raise APIError.invalid(f"template {template!r} has no {PLACEHOLDER} placeholder for the label", param=param)
+
+
+def _check_prompt_chars(
+    labels: list[str], templates: list[str], template_params: list[str], limits: PromptLimits, labels_param: str
+) -> None:
+    """Refuse prompt sets whose text is too long before writing any of it: a template with
+    many placeholders times long labels stays under the prompt count yet would build
+    strings without bound. Computed from the lengths alone."""
+    longest_label = max(len(label) for label in labels)
+    label_chars = sum(len(label) for label in labels)
+    total = 0
+    for template, param in zip(templates, template_params):
+        slots = template.count(PLACEHOLDER)
+        fixed = len(template) - len(PLACEHOLDER) * slots
+        longest = fixed + slots * longest_label
+        if longest > limits.max_prompt_chars:
+            raise APIError.too_large(
+                f"the longest label in this template makes a prompt of {longest} characters, over the limit of "
+                f"{limits.max_prompt_chars} (limits.max_text_chars)", param=param,
+            )
+        total += fixed * len(labels) + slots * label_chars
+    if total > limits.max_total_chars:
+        raise APIError.too_large(
+            f"the label prompts add up to {total} characters, over the limit of {limits.max_total_chars} per "
+            "request (limits.max_request_text_chars)", param=labels_param,
+        )
 
 
 def build_prompts(
@@ -101,6 +136,12 @@ def build_prompts(
             f"the limit of {limits.max_prompts} per request",
             param=templates_param if templates is not None else labels_param, code="limit_exceeded",
         )
+
+    if templates is not None:
+        template_params = [f"{templates_param}[{i}]" for i in range(len(chosen))]
+    else:
+        template_params = [template_param if hypothesis_template is not None else labels_param]
+    _check_prompt_chars(labels, chosen, template_params, limits, labels_param)
 
     positions: dict[str, int] = {}
     index = [

@@ -15,19 +15,26 @@ import numpy as np
 
 from ..config import LimitsConfig, RouterConfig
 from ..preprocess.image_spec import ImageSpec
-from ..preprocess.images import ImageError, ImageLimits, decode_image_source, open_rgb, resize_and_crop
+from ..preprocess.images import (
+    ImageError, ImageLimits, OpenedImage, PixelBudget, decode_image_source, decode_rgb, open_image, resize_and_crop,
+)
 from ..preprocess.items import ItemPreprocessor, image_api_error
 from ..preprocess.url_policy import UrlRejected
 from ..protocol.errors import APIError
 from ..protocol.inputs import ImageItem, Item, TextItem
 from .concurrency import gather_or_cancel
 from .errors import backend_error
+from .fair_pool import FairPool
 from .metrics import metrics
-from .threads import DECODE_THREAD, named_pool
+from .threads import DECODE_THREAD, TOKENIZE_THREAD
 from .url_fetch import UrlFetcher
 from .variants import VariantRuntime
 
 READY_WAIT_S = 10.0
+# One tokenizer task: small enough that a request's texts interleave with others' in the
+# pool, large enough that the per-task overhead stays small.
+TOKENIZE_CHUNK_CHARS = 65_536
+TOKENIZE_CHUNK_TEXTS = 256
 
 
 @dataclass
@@ -41,6 +48,28 @@ def is_url(source: str) -> bool:
     return source[:8].lower().startswith(("http://", "https://"))
 
 
+def text_chunks(items: list[Item]) -> list[list[Item]]:
+    """Consecutive runs of items, each at most TOKENIZE_CHUNK_CHARS characters (or one
+    longer text) and TOKENIZE_CHUNK_TEXTS items."""
+    chunks: list[list[Item]] = []
+    chars = 0
+    for it in items:
+        size = len(it.text) if isinstance(it, TextItem) else len(it.ids)  # type: ignore[union-attr]
+        if not chunks or chars + size > TOKENIZE_CHUNK_CHARS or len(chunks[-1]) >= TOKENIZE_CHUNK_TEXTS:
+            chunks.append([])
+            chars = 0
+        chunks[-1].append(it)
+        chars += size
+    return chunks
+
+
+def first_failure(results: list) -> None:
+    """Raise the first exception among pool results (input order)."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 class EmbeddingService:
     def __init__(self, limits: LimitsConfig, router: RouterConfig, fetcher: UrlFetcher | None = None,
                  max_urls_per_request: int = 0) -> None:
@@ -49,8 +78,11 @@ class EmbeddingService:
             max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels,
             max_aspect_ratio=limits.max_image_aspect_ratio, formats=frozenset(limits.image_formats),
         )
-        self.items = ItemPreprocessor(self.image_limits, limits.max_text_chars)
-        self._decode_pool = named_pool(router.decode_threads, DECODE_THREAD)
+        self.items = ItemPreprocessor(self.image_limits, limits.max_text_chars, limits.max_request_text_chars)
+        # CPU work runs in pools, never on the event loop, where it would hold up every
+        # other request and the deadlines; no request may claim a whole pool.
+        self._decode_pool = FairPool(router.decode_threads, DECODE_THREAD)
+        self._tokenize_pool = FairPool(router.tokenize_threads, TOKENIZE_THREAD)
         self.fetcher = fetcher  # None: image URLs are refused (decode_image_source says so)
         self.max_urls_per_request = max_urls_per_request
 
@@ -62,6 +94,10 @@ class EmbeddingService:
 
     async def embed(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> Embedded:
         self.check_count(items)
+        return await self.embed_items(variant, items, truncate)
+
+    async def embed_items(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> Embedded:
+        """`embed` without the per-request item limit, for the server's own item sets (label prompts)."""
         texts = [(i, it) for i, it in enumerate(items) if not isinstance(it, ImageItem)]
         images = [(i, it) for i, it in enumerate(items) if isinstance(it, ImageItem)]
         for tower, group in (("text", texts), ("image", images)):
@@ -74,7 +110,7 @@ class EmbeddingService:
         await variant.wait_ready(READY_WAIT_S)
         metrics().request_items.observe(len(items), tags={"variant": variant.id})
 
-        sequences = self._tokenize(variant, [it for _, it in texts], truncate)
+        sequences = await self._tokenize(variant, [it for _, it in texts], truncate)
         pixels = await self._decode_images(variant, [it for _, it in images])
         jobs = []
         if sequences:
@@ -96,32 +132,51 @@ class EmbeddingService:
             images=len(pixels),
         )
 
-    def _tokenize(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> list[np.ndarray]:
+    async def _tokenize(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> list[np.ndarray]:
         if not items:
             return []
         started = time.perf_counter()
-        assert variant.tokenizer is not None
-        out = self.items.tokenize(variant.tokenizer, items, truncate)
+        tokenizer = variant.tokenizer
+        assert tokenizer is not None
+        self.items.check_chars([it for it in items if isinstance(it, TextItem)])  # before any work
+        results = await self._tokenize_pool.map(
+            self.items.tokenize, [(tokenizer, chunk, truncate) for chunk in text_chunks(items)]
+        )
+        first_failure(results)
         metrics().stage_seconds.observe(
             time.perf_counter() - started, tags={"variant": variant.id, "tower": "text", "stage": "tokenize"}
         )
-        return out
+        return [ids for chunk in results for ids in chunk]
 
-    def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
+    async def token_ids(self, variant: VariantRuntime, items: list[TextItem]) -> list[list[int]]:
+        """Each text's ids (BOS ... EOS) before any truncation, for /v1/tokenize."""
+        tokenizer = variant.tokenizer
+        assert tokenizer is not None
+        self.items.check_chars(items)
+        results = await self._tokenize_pool.map(
+            tokenizer.token_ids, [([it.text for it in chunk],) for chunk in text_chunks(items)]  # type: ignore[union-attr]
+        )
+        first_failure(results)
+        return [ids for chunk in results for ids in chunk]
+
+    async def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
         """Raise the 4xx that `embed` would raise for these texts, without embedding them."""
-        if truncate:  # nothing but the character limit can fail
+        if truncate:  # nothing but the character limits can fail
             self.items.check_chars(items)
         else:
-            self._tokenize(variant, items, truncate)
+            await self._tokenize(variant, items, truncate)
 
-    def _prepare(self, source: str | bytes, spec: ImageSpec) -> tuple[np.ndarray, int, int, float]:
-        """Decode and resize one image (sent inline, or bytes fetched from its URL); also
-        returns its bytes, source pixels and decode seconds."""
+    def _open(self, source: str | bytes, spec: ImageSpec, budget: PixelBudget) -> tuple[OpenedImage, int, float]:
+        """Check one image (sent inline, or bytes fetched from its URL) from its header and
+        charge its request's pixel budget; also returns its bytes and the seconds spent."""
         started = time.perf_counter()
         data = source if isinstance(source, bytes) else decode_image_source(source, self.image_limits)
-        img = open_rgb(data, spec, self.image_limits)
-        width, height = img.info["source_size"]
-        return resize_and_crop(img, spec), len(data), width * height, time.perf_counter() - started
+        return open_image(data, spec, self.image_limits, budget), len(data), time.perf_counter() - started
+
+    @staticmethod
+    def _decode(opened: OpenedImage, spec: ImageSpec) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        return resize_and_crop(decode_rgb(opened), spec), time.perf_counter() - started
 
     async def _decode_images(self, variant: VariantRuntime, items: list[ImageItem]) -> list[np.ndarray]:
         if not items:
@@ -129,23 +184,30 @@ class EmbeddingService:
         spec = variant.image_spec
         assert spec is not None
         sources = await self._fetch_urls(items)
-        loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._decode_pool, self._prepare, source, spec) for source in sources),
-            return_exceptions=True,
+        # Every header first: a request over its pixel budget is refused before any decode.
+        budget = PixelBudget(self.limits.max_request_pixels)
+        opened = self._raise_image_errors(
+            items, await self._decode_pool.map(self._open, [(source, spec, budget) for source in sources])
         )
+        decoded = self._raise_image_errors(
+            items, await self._decode_pool.map(self._decode, [(image, spec) for image, _, _ in opened])
+        )
+        m, by_variant = metrics(), {"variant": variant.id}
+        stage = {"variant": variant.id, "tower": "image", "stage": "decode"}
+        for (image, nbytes, open_seconds), (_, seconds) in zip(opened, decoded):
+            m.image_bytes.observe(nbytes, tags=by_variant)
+            m.image_pixels.observe(image.source_size[0] * image.source_size[1], tags=by_variant)
+            m.stage_seconds.observe(open_seconds + seconds, tags=stage)
+        return [array for array, _ in decoded]
+
+    @staticmethod
+    def _raise_image_errors(items: list[ImageItem], results: list) -> list:
+        """The first failure among per-image results (input order), as the API error naming its item."""
         for it, result in zip(items, results):
             if isinstance(result, ImageError):
                 raise image_api_error(result, it.param)
-            if isinstance(result, BaseException):
-                raise result
-        m, by_variant = metrics(), {"variant": variant.id}
-        stage = {"variant": variant.id, "tower": "image", "stage": "decode"}
-        for _, nbytes, npixels, seconds in results:
-            m.image_bytes.observe(nbytes, tags=by_variant)
-            m.image_pixels.observe(npixels, tags=by_variant)
-            m.stage_seconds.observe(seconds, tags=stage)
-        return [r[0] for r in results]  # type: ignore[index]
+        first_failure(results)
+        return results
 
     async def _fetch_urls(self, items: list[ImageItem]) -> list[str | bytes]:
         """Each item's inline source, or the bytes fetched from its URL. The first failed

@@ -51,7 +51,8 @@ def validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
-        return APIError.invalid("request body is not valid JSON", code="invalid_json")
+        detail = (first.get("ctx") or {}).get("error")
+        return APIError.invalid(f"request body is not valid JSON{f' ({detail})' if detail else ''}", code="invalid_json")
     param = _param_from_loc(tuple(first.get("loc", ())))
     if param is None and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
         return APIError.invalid("request body must be a JSON object (Content-Type: application/json)", code="invalid_json")

@@ -36,7 +36,8 @@ class RouterState:
             config.label_cache.max_bytes,
             on_lookup=count_label_lookups,
         )
-        self.zero_shot = ZeroShotService(self.embeddings, self.label_cache, config.limits)
+        self.zero_shot = ZeroShotService(self.embeddings, self.label_cache, config.limits,
+                                         config.router.max_pending_items)
 
     def stats(self) -> dict[str, Any]:
         """Work in progress in this replica (tests, debugging): all zero when idle, whatever

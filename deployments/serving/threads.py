@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 FORWARD_THREAD = "clip-forward"
 DECODE_THREAD = "clip-decode"
+TOKENIZE_THREAD = "clip-tokenize"
 _PR_SET_NAME = 15
 
 

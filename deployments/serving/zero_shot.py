@@ -9,7 +9,6 @@ under the new fingerprint.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,11 +52,15 @@ class Compared:
 
 
 class ZeroShotService:
-    def __init__(self, embeddings: EmbeddingService, cache: LabelCache, limits: LimitsConfig) -> None:
+    def __init__(self, embeddings: EmbeddingService, cache: LabelCache, limits: LimitsConfig, max_pending_items: int) -> None:
         self.embeddings = embeddings
         self.cache = cache
         self.limits = limits
-        self.prompt_limits = PromptLimits(limits.max_labels, limits.max_templates, limits.max_prompts)
+        # Prompts go to the text tower one chunk at a time, each chunk at most half the
+        # router's queue bound: the largest prompt set allowed then never meets the 503 of a
+        # full queue on an idle server, and leaves room for other requests' texts meanwhile.
+        self.prompt_chunk = max(1, max_pending_items // 2)
+        self.prompt_limits = PromptLimits.from_config(limits)
 
     async def _ready_for_labels(self, variant: VariantRuntime) -> None:
         if not variant.serves("text"):
@@ -74,15 +77,15 @@ class ZeroShotService:
         # Reject bad prompts (too long with truncation off, over the character limit) for
         # this request before any shared encode starts, so a joined encode can only fail
         # for reasons common to every waiter.
-        self.embeddings.check_texts(variant, [TextItem(p, params[p]) for p in prompt_set.prompts], truncate)
+        await self.embeddings.check_texts(variant, [TextItem(p, params[p]) for p in prompt_set.prompts], truncate)
         spent = {"tokens": 0}
-        chunk = self.limits.max_items_per_request
+        chunk = self.prompt_chunk
 
         async def encode(prompts: list[str]) -> tuple[np.ndarray, str]:
             items: list[Item] = [TextItem(p, params.get(p, "labels")) for p in prompts]
-            parts = await asyncio.gather(
-                *(self.embeddings.embed(variant, items[i : i + chunk], True) for i in range(0, len(items), chunk))
-            )
+            parts = []
+            for start in range(0, len(items), chunk):  # one after the other: see prompt_chunk
+                parts.append(await self.embeddings.embed_items(variant, items[start : start + chunk], True))
             spent["tokens"] += sum(part.prompt_tokens for part in parts)
             return np.concatenate([part.vectors for part in parts]), variant.fingerprint
 

@@ -63,6 +63,8 @@ BAD_IMAGES = {
     "zip after a png signature": b"\x89PNG\r\n\x1a\nPK\x03\x04" + b"\0" * 60,
     "ico": b"\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + b"\0" * 40,
     "ppm": encode(Image.new("RGB", (4, 4)), "PPM"),  # a real format the server does not accept
+    "png of 80,000 empty chunks": png_header_only(8, 8)[:33] + png_chunk(b"abCd", b"") * 80_000
+                                  + png_header_only(8, 8)[33:],
     "all zeros": b"\0" * 4096,
     "random bytes": np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
 }
@@ -202,3 +204,116 @@ def test_many_bad_requests_at_once(server, good_client):
     with ThreadPoolExecutor(8) as pool:
         for r in pool.map(send, bodies * 2):
             assert_4xx(r)
+
+
+def post_json_text(client, path: str, text: str) -> httpx.Response:
+    """Send JSON text as written (escapes included): no client-side encoder re-reads it."""
+    return client.post(path, content=text.encode("utf-8"), headers={"content-type": "application/json"})
+
+
+# Legal JSON escapes that are no Unicode text: lone UTF-16 surrogates (written as escapes,
+# which is how they travel: UTF-8 cannot carry them).
+LONE_SURROGATES = {"high": "\\ud800", "low": "\\udfff", "reversed pair": "\\ude00\\ud83d", "high at the end": "x\\udbff"}
+M = HUB_ID
+SURROGATE_FIELDS = {
+    "embeddings input": ("/v1/embeddings", '{"model": "%s", "input": ["ok", "{s}"]}' % M),
+    "embeddings model": ("/v1/embeddings", '{"model": "{s}", "input": "x"}'),
+    "embeddings extra field": ("/v1/embeddings", '{"model": "%s", "input": "x", "user": "{s}"}' % M),
+    "an object key": ("/v1/embeddings", '{"model": "%s", "input": [{"text": "x", "{s}": 1}]}' % M),
+    "image data uri": ("/v1/embeddings", '{"model": "%s", "input": [{"image": "data:{s};base64,AAAA"}]}' % M),
+    "classify label": ("/v1/classify", '{"model": "%s", "input": ["x"], "labels": ["a", "{s}"]}' % M),
+    "classify template": ("/v1/classify", '{"model": "%s", "input": ["x"], "labels": ["a", "b"], "templates": ["{} {s}"]}' % M),
+    "classify model": ("/v1/classify", '{"model": "{s}", "input": ["x"], "labels": ["a", "b"]}'),
+    "tokenize input": ("/v1/tokenize", '{"model": "%s", "input": ["{s}"]}' % M),
+    "tokenize model": ("/v1/tokenize", '{"model": "{s}", "input": "x"}'),
+    "rerank document": ("/v1/rerank", '{"model": "%s", "query": "q", "documents": ["{s}"], "return_documents": true}' % M),
+    "similarity query": ("/v1/similarity", '{"model": "%s", "queries": ["{s}"], "candidates": ["b"]}' % M),
+    "hugging face label": (f"/models/{M}", '{"inputs": "AAAA", "parameters": {"candidate_labels": ["a", "{s}"]}}'),
+}
+
+
+@pytest.mark.parametrize("surrogate", list(LONE_SURROGATES))
+@pytest.mark.parametrize("field", list(SURROGATE_FIELDS))
+def test_lone_surrogates_are_refused_in_every_field(client, good_client, field, surrogate):
+    path, template = SURROGATE_FIELDS[field]
+    r = post_json_text(client, path, template.replace("{s}", LONE_SURROGATES[surrogate]))
+    error = assert_4xx(r)
+    assert r.status_code == 400 and error["code"] == "invalid_json" and "surrogate" in error["message"], error
+
+
+def test_surrogate_pairs_are_text(client, good_client):
+    """A pair is a character (an emoji): valid requests stay valid."""
+    r = post_json_text(client, "/v1/embeddings", '{"model": "%s", "input": ["\\ud83d\\ude00 a cat"]}' % M)
+    assert r.status_code == 200, r.text
+
+
+def test_rerank_echoes_only_what_it_can_write(client, good_client):
+    deep = "[" * 300 + "]" * 300
+    body = '{"model": "%s", "query": "q", "documents": ["a", {"text": "b", "meta": %s}], "return_documents": %s}'
+    error = assert_4xx(post_json_text(client, "/v1/rerank", body % (M, deep, "true")))
+    assert error["param"] == "documents[1]", error
+    assert post_json_text(client, "/v1/rerank", body % (M, deep, "false")).status_code == 200  # nothing to echo
+    huge = "1" + "0" * 30  # beyond 64 bits: decoded as a number the encoder can write
+    r = post_json_text(client, "/v1/rerank", body % (M, huge, "true"))
+    assert r.status_code == 200, r.text
+    assert {row["index"]: row["document"] for row in r.json()["results"]}[1] == {"text": "b", "meta": 1e30}
+
+
+LONG_LABELS = ["a" * 1000, "b"]
+PROMPT_TEXT_BOMBS = [  # few prompts, each or all of them far too long once written out
+    ("/v1/classify", {"model": M, "input": ["x"], "labels": LONG_LABELS, "templates": ["{}" * 5000]},
+     "templates[0]", "limits.max_text_chars"),
+    ("/v1/classify", {"model": M, "input": ["x"], "labels": LONG_LABELS, "hypothesis_template": "{}" * 5000},
+     "hypothesis_template", "limits.max_text_chars"),
+    ("/v1/classify", {"model": M, "input": ["x"], "labels": ["x" * 20_001, "b"]}, "labels", "limits.max_text_chars"),
+    (f"/models/{M}", {"inputs": b64(GOOD), "parameters": {"candidate_labels": LONG_LABELS,
+                                                           "hypothesis_template": "{}" * 5000}},
+     "parameters.hypothesis_template", "limits.max_text_chars"),
+    ("/v1/classify", {"model": M, "input": ["x"], "labels": [f"{i} " + "x" * 200 for i in range(1000)],
+                      "templates": [f"{j} {{}} " + "y" * 200 for j in range(20)]}, "labels", "limits.max_request_text_chars"),
+]
+
+
+@pytest.mark.parametrize("path, body, param, limit", PROMPT_TEXT_BOMBS, ids=[f"{p}-{i}" for i, (p, *_) in enumerate(PROMPT_TEXT_BOMBS)])
+def test_prompt_text_is_bounded_before_it_is_written(client, good_client, path, body, param, limit):
+    started = time.monotonic()
+    r = client.post(path, json=body)
+    error = assert_4xx(r)
+    assert r.status_code == 413 and error["param"] == param and limit in error["message"], error
+    assert time.monotonic() - started < 5
+
+
+def one_bit_png(side: int) -> bytes:
+    """A 1-bit PNG at the pixel limit: a few kB on the wire, `side`^2 pixels to decode."""
+    return encode(Image.new("1", (side, side)), "PNG")
+
+
+def test_request_pixels_are_bounded_before_decoding(client, good_client):
+    """Six images at the per-image pixel limit (5 kB each) exceed the per-request total:
+    refused from the headers alone, naming the limit and the first image over it."""
+    side = int(40_000_000 ** 0.5)  # LimitsConfig.max_image_pixels
+    started = time.monotonic()
+    r = client.post("/v1/embeddings", json={"model": M, "input": [{"image": b64(one_bit_png(side))}] * 6})
+    error = assert_4xx(r)
+    assert r.status_code == 413 and error["param"] == "input[5].image", error
+    assert "limits.max_request_pixels" in error["message"]
+    assert time.monotonic() - started < 5
+
+
+def test_request_characters_are_bounded(client, good_client):
+    texts = ["word " * 4000] * 51  # 20,000 characters each (the per-text limit), 1,020,000 in all
+    for path in ("/v1/embeddings", "/v1/tokenize"):
+        r = client.post(path, json={"model": M, "input": texts})
+        error = assert_4xx(r)
+        assert r.status_code == 413 and error["param"] == "input" and "limits.max_request_text_chars" in error["message"]
+    assert client.post("/v1/embeddings", json={"model": M, "input": texts[:50]}).status_code == 200
+
+
+def test_phone_photos_with_a_multi_picture_segment_are_jpegs(client, good_client, reference):
+    """Pillow opens a JPEG with an MPF segment as MPO: it is embedded as the JPEG it starts with."""
+    first, second = natural_image(64, 48, seed=31), natural_image(64, 48, seed=32)
+    mpo = encode(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(__import__("io").BytesIO(mpo)).format == "MPO"
+    r = client.post("/v1/embeddings", json=image_body(mpo))
+    assert r.status_code == 200, r.text
+    assert cosine(r.json()["data"][0]["embedding"], reference.image(encode(first, "JPEG"))) >= 0.9999

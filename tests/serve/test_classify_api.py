@@ -138,3 +138,13 @@ def test_more_labels_than_items_per_request(client, reference):
     expected = reference.zero_shot(IMAGES[1:2], labels)[0]
     assert np.abs(distribution(out["data"][0], labels) - expected).max() <= 1e-5
     assert out["usage"]["prompts"] == 70 and out["usage"]["cached_prompts"] == 0
+
+
+def test_the_largest_prompt_set_succeeds_on_an_idle_server(client):
+    """200 labels x 100 templates: the documented maximum of prompts (limits.max_prompts) fits
+    through the router's queue bound (router.max_pending_items) and is answered."""
+    labels = [f"thing number {i}" for i in range(200)]
+    templates = [f"template {j}: a photo of a {{}}." for j in range(100)]
+    r = client.post("/v1/classify", json={"model": HUB_ID, "input": ["a cat"], "labels": labels, "templates": templates})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompts"] == 20_000 and len(r.json()["data"][0]["predictions"]) == 200

@@ -60,7 +60,7 @@ def test_bad_requests(client, path, body, status, param):
 
 
 def test_prompt_limits_are_configurable():
-    limits = PromptLimits(max_labels=3, max_templates=2, max_prompts=4)
+    limits = PromptLimits(max_labels=3, max_templates=2, max_prompts=4, max_prompt_chars=100, max_total_chars=1000)
     with pytest.raises(APIError) as exc:
         build_prompts(["a", "b", "c", "d"], limits)
     assert exc.value.param == "labels" and exc.value.code == "limit_exceeded"
@@ -76,5 +76,5 @@ def test_prompt_limits_are_configurable():
 
 def test_colliding_prompts_are_embedded_once():
     """Two (label, template) pairs that spell the same prompt share one embedding."""
-    prompts = build_prompts(["x", "y"], PromptLimits(10, 10, 100), templates=["{}{}", "x{}"])
+    prompts = build_prompts(["x", "y"], PromptLimits(10, 10, 100, 100, 1000), templates=["{}{}", "x{}"])
     assert prompts.prompts == ["xx", "yy", "xy"] and prompts.index == [[0, 0], [1, 2]]

@@ -69,7 +69,8 @@ def app_args(wide_model_dir: Path) -> dict:
              "text_deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
         ],
         "router": {"deployment": {"ray_actor_options": {"num_cpus": 0.5}}},
-        "limits": {"max_request_bytes": 4 * 2**20, "max_items_per_request": 64, "max_image_bytes": 2**20},
+        "limits": {"max_request_bytes": 4 * 2**20, "max_items_per_request": 64, "max_image_bytes": 2**20,
+                   "max_request_text_chars": 10**6},  # under 64 texts at max_text_chars, so tests can cross it
     }
 
 

@@ -142,10 +142,52 @@ def test_any_json_body_validates_or_is_a_validation_error(body):
         try:
             parse_input(request.input, request.modality)
             if isinstance(request, ClassifyRequest):
-                build_prompts(request.labels, PromptLimits(50, 10, 100), hypothesis_template=request.hypothesis_template,
+                build_prompts(request.labels, PromptLimits(50, 10, 100, 200, 2000), hypothesis_template=request.hypothesis_template,
                               templates=request.templates)
         except APIError as exc:
             assert exc.status_code == 400
+
+
+any_code_points = st.text(st.characters(blacklist_categories=()), max_size=40)  # lone surrogates included
+
+
+@FAST
+@given(any_code_points)
+def test_strict_json_decodes_only_text_that_can_be_written_again(text):
+    """What the router's body decoder (serving/json_body.py) accepts, its encoder can write."""
+    import asyncio
+    import json
+
+    import orjson
+
+    from deployments.serving.json_body import StrictJSONRequest
+
+    body = json.dumps({"input": [text]}).encode()  # lone surrogates travel as escapes
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        decoded = asyncio.run(StrictJSONRequest({"type": "http", "method": "POST", "headers": []}, receive).json())
+    except json.JSONDecodeError:
+        assert any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+        return
+    assert decoded == {"input": [text]}
+    assert orjson.loads(orjson.dumps(decoded)) == decoded
+
+
+@FAST
+@given(st.lists(any_code_points, min_size=2, max_size=6), st.lists(any_code_points.map(lambda t: t + "{}"), min_size=1,
+                                                                     max_size=4), st.integers(1, 60), st.integers(1, 300))
+def test_prompt_sets_are_within_their_character_limits_or_refused(labels, templates, max_prompt, max_total):
+    limits = PromptLimits(50, 10, 100, max_prompt, max_total)
+    try:
+        prompts = build_prompts(labels, limits, templates=templates)
+    except APIError as exc:
+        assert exc.status_code in (400, 413)
+        return
+    assert all(len(p) <= max_prompt for p in prompts.prompts)
+    assert sum(len(p) for p in prompts.prompts) <= max_total
 
 
 @FAST

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD, named_pool
+from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD, named_pool
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc")
-@pytest.mark.parametrize("name", [FORWARD_THREAD, DECODE_THREAD])
+@pytest.mark.parametrize("name", [FORWARD_THREAD, DECODE_THREAD, TOKENIZE_THREAD])
 def test_pool_threads_carry_their_name_into_the_os(name):
     pool = named_pool(2, name)
     try:

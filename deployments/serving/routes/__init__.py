@@ -1,6 +1,9 @@
-"""One module per API feature; each exposes an APIRouter named `router`."""
+"""One module per API feature; each exposes an APIRouter named `router`, made by `api_router`."""
+
+from fastapi import APIRouter
 
 from ...protocol.errors import ErrorResponse
+from ..json_body import StrictJSONRoute
 
 ERROR_RESPONSES = {
     400: {"model": ErrorResponse, "description": "Invalid request"},
@@ -10,3 +13,8 @@ ERROR_RESPONSES = {
     503: {"model": ErrorResponse, "description": "Overloaded or model loading; see Retry-After"},
     504: {"model": ErrorResponse, "description": "The request ran past the server's deadline"},
 }
+
+
+def api_router() -> APIRouter:
+    """Every route decodes its JSON body strictly (json_body.py)."""
+    return APIRouter(route_class=StrictJSONRoute)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.classify import ClassifyRequest, ClassifyResponse
 from ...protocol.inputs import parse_input
@@ -11,9 +11,9 @@ from ..responses import JSONBytes
 from ..scoring import ranking
 from ..state import RouterState, get_state
 from ..zero_shot import Classified
-from . import ERROR_RESPONSES
+from . import ERROR_RESPONSES, api_router
 
-router = APIRouter()
+router = api_router()
 
 
 def classification(index: int, labels: list[str], result: Classified, top_k: int | None) -> dict:

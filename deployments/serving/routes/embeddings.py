@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.embeddings import EmbeddingRequest, EmbeddingResponse
 from ...protocol.inputs import parse_input
 from ..embedding_service import READY_WAIT_S
 from ..responses import JSONBytes, embeddings_body
 from ..state import RouterState, get_state
-from . import ERROR_RESPONSES
+from . import ERROR_RESPONSES, api_router
 
-router = APIRouter()
+router = api_router()
 
 
 @router.post(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.errors import APIError
 from ..responses import JSONBytes
 from ..state import RouterState, get_state
+from . import api_router
 
-router = APIRouter()
+router = api_router()
 
 
 @router.get("/health", response_class=JSONBytes, summary="Liveness: the router answers")

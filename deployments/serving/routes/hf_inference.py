@@ -3,7 +3,7 @@ so `huggingface_hub.InferenceClient(model="http://host/models/<id>")` works unch
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.classify import HFLabelScore, HFZeroShotRequest
 from ...protocol.inputs import parse_item
@@ -11,9 +11,9 @@ from ...protocol.labels import HF_DEFAULT_TEMPLATE, build_prompts
 from ..responses import JSONBytes
 from ..scoring import ranking
 from ..state import RouterState, get_state
-from . import ERROR_RESPONSES
+from . import ERROR_RESPONSES, api_router
 
-router = APIRouter()
+router = api_router()
 
 
 @router.post(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.models import ModelCard, ModelList
 from ..responses import JSONBytes
 from ..state import RouterState, get_state
-from . import ERROR_RESPONSES
+from . import ERROR_RESPONSES, api_router
 
-router = APIRouter()
+router = api_router()
 
 
 @router.get("/v1/models", response_class=JSONBytes, responses={200: {"model": ModelList}})

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from ...protocol.errors import APIError
+from . import api_router
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "playground"
 INDEX = "index.html"
@@ -37,7 +38,7 @@ CONTENT_SECURITY_POLICY = (
 # Always revalidate (cheap: 304 by ETag), so a server upgrade never pairs a new page with an old script.
 CACHE_CONTROL = "no-cache"
 
-router = APIRouter()
+router = api_router()
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.errors import APIError
 from ...protocol.inputs import Item, parse_item
 from ...protocol.rerank import RerankRequest, RerankResponse, SimilarityRequest, SimilarityResponse
-from ..responses import JSONBytes
+from ..responses import JSONBytes, check_echoable
 from ..scoring import probabilities, ranking
 from ..state import RouterState, get_state
-from . import ERROR_RESPONSES
+from . import ERROR_RESPONSES, api_router
 
-router = APIRouter()
+router = api_router()
 
 
 def parse_items(value: Any, param: str) -> list[Item]:
@@ -40,6 +40,9 @@ async def rerank(body: RerankRequest, state: RouterState = Depends(get_state)) -
     variant = state.variants.resolve(body.model)
     query = parse_item(body.query, "query", "text")
     documents = parse_items(body.documents, "documents")
+    if body.return_documents:
+        for j, document in enumerate(body.documents):
+            check_echoable(document, f"documents[{j}]")
     result = await state.zero_shot.compare(variant, [query], documents, state.truncate(body.truncate), "documents")
     scores = result.cosines[0]
     results = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from ...protocol.errors import APIError
 from ...protocol.inputs import parse_input
@@ -10,9 +10,9 @@ from ...protocol.tokenize import TokenizeRequest, TokenizeResponse
 from ..embedding_service import READY_WAIT_S
 from ..responses import JSONBytes
 from ..state import RouterState, get_state
-from . import ERROR_RESPONSES
+from . import ERROR_RESPONSES, api_router
 
-router = APIRouter()
+router = api_router()
 
 
 @router.post(
@@ -28,11 +28,9 @@ async def tokenize(body: TokenizeRequest, state: RouterState = Depends(get_state
     if not variant.serves("text"):
         raise APIError.invalid(f"model `{variant.id}` serves no text tower", param="model", code="unsupported_modality")
     await variant.wait_ready(READY_WAIT_S)
-    state.embeddings.check_texts(variant, items, truncate=True)
-    tokenizer = variant.tokenizer
-    context = tokenizer.context_length
+    context = variant.tokenizer.context_length
     data = [
         {"object": "tokens", "index": i, "tokens": ids, "count": len(ids), "truncated": len(ids) > context}
-        for i, ids in enumerate(tokenizer.token_ids([it.text for it in items]))
+        for i, ids in enumerate(await state.embeddings.token_ids(variant, items))
     ]
     return JSONBytes({"object": "list", "data": data, "model": variant.id, "context_length": context})
