@@ -42,7 +42,7 @@ def test_bench_help_lists_every_scenario_in_one_line_each():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert set(SCENARIOS) == {"served", "model", "backends", "classify", "compile", "gpu", "jobs", "load",
+    assert set(SCENARIOS) == {"served", "model", "backends", "classify", "compile", "gpu", "jobs", "load", "heavy",
                               "router-cpu", "reliability"}
     for name in SCENARIOS:
         assert sum(line.split()[:1] == [name] for line in lines) == 1, name
