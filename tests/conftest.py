@@ -100,14 +100,20 @@ def environment(values: dict[str, str]):
 
 
 @pytest.fixture(scope="session")
-def ray_session(hf_home, metrics_port):
+def cluster_env() -> dict[str, str]:
+    """The ingress settings the session cluster starts with (deployments/ingress.py)."""
+    return ingress_env(DEFAULT_INGRESS, local=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session(hf_home, metrics_port, cluster_env):
     import ray
     from ray import serve
 
     # address="local": our own cluster, even while another test run's is up on this machine.
     # The product's default ingress (HAProxy in front of routers serving HTTP); its settings
     # reach Ray's processes through the environment they start with, and only them.
-    with environment(ingress_env(DEFAULT_INGRESS, local=True)):
+    with environment(cluster_env):
         ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, _metrics_export_port=metrics_port)
     yield ray

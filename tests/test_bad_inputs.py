@@ -2,10 +2,12 @@
 every bad request gets a 4xx in the OpenAI envelope (never a 5xx, never a hang), and the
 good client's answers stay correct throughout. Complements test_errors_api.py (field
 mistakes) with malformed, truncated, polyglot and bomb files and malformed bodies, on
-every endpoint."""
+every endpoint, and covers hostile request heads (slow or huge headers) on both
+ingresses: HAProxy and Serve's Python proxy."""
 
 from __future__ import annotations
 
+import socket
 import struct
 import threading
 import time
@@ -203,3 +205,112 @@ def test_many_bad_requests_at_once(server, good_client):
     with ThreadPoolExecutor(8) as pool:
         for r in pool.map(send, bodies * 2):
             assert_4xx(r)
+
+
+# --- request heads: slow and huge headers, on both ingresses ------------------------------
+
+
+@pytest.fixture(scope="module")
+def ingresses(server_port, cluster_env) -> dict[str, int]:
+    """Ports of the session cluster's two ingresses: HAProxy, and the head's Python proxy
+    (Serve's fallback behind HAProxy, the same ProxyActor `--ingress proxy` runs on every node)."""
+    proxy = int(cluster_env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"])
+    deadline = time.monotonic() + 60
+    while True:  # the fallback proxy starts beside HAProxy; give it a moment on a busy machine
+        try:
+            if httpx.get(f"http://127.0.0.1:{proxy}/v1/models", timeout=10).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the Python proxy did not answer"
+        time.sleep(0.5)
+    return {"haproxy": server_port, "proxy": proxy}
+
+
+def read_answer(sock: socket.socket, limit_s: float) -> bytes:
+    """What the server sends until it closes the connection (at most `limit_s` and 64 KiB)."""
+    sock.settimeout(limit_s)
+    out = b""
+    try:
+        while len(out) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:  # reset after the answer, or nothing within limit_s
+        pass
+    return out
+
+
+def status_of(answer: bytes) -> int | None:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else None
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_a_client_sending_headers_slowly_is_cut_off(ingresses, cluster_env, good_client, ingress):
+    """One header line every 2 s: the connection ends with a 408 within the header timeout,
+    however long the client would go on."""
+    timeout_s = float(cluster_env["CLIP_SERVE_HEADER_TIMEOUT_S"])
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", ingresses[ingress])) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        for i in range(int(timeout_s) + 30):  # bounded: 60 s and more of trickling if never cut off
+            try:
+                sock.sendall(b"X-Slow-%d: 1\r\n" % i)
+            except OSError:
+                break
+            answer = read_answer(sock, 2.0)
+            if answer:
+                break
+    elapsed = time.monotonic() - started
+    assert elapsed < timeout_s + 5, (elapsed, answer[:200])
+    assert status_of(answer) == 408 or answer == b"", answer[:300]
+    if ingress == "proxy":  # HAProxy answers with its own page; our servers with the envelope
+        assert b'"code":"header_timeout"' in answer, answer[:300]
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+@pytest.mark.parametrize("shape", ["one 16 MB header", "4096 headers of 4 KB", "a 1 MB request line"])
+def test_huge_request_heads_are_refused_quickly(ingresses, cluster_env, good_client, ingress, shape):
+    big = {"one 16 MB header": b"X-Big: " + b"a" * (16 * 2**20) + b"\r\n",
+           "4096 headers of 4 KB": b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 4096) for i in range(4096)),
+           "a 1 MB request line": b""}[shape]
+    path = b"/v1/models" + (b"?q=" + b"c" * 2**20 if shape == "a 1 MB request line" else b"")
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", ingresses[ingress])) as sock:
+        try:
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        except OSError:  # refused while still sending
+            pass
+        answer = read_answer(sock, 10.0)
+    assert time.monotonic() - started < 10, shape
+    assert status_of(answer) in (400, 431, None), answer[:300]  # None: closed without an answer
+    if ingress == "proxy":
+        assert status_of(answer) == 431 and b'"code":"request_headers_too_large"' in answer, answer[:300]
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_large_but_valid_heads_and_kept_alive_connections_still_work(ingresses, cluster_env, good_client, ingress):
+    """Just under the limit is served; a kept-alive connection idle for longer than the
+    header timeout is not cut (that is the keep-alive timeout's job) and answers again."""
+    import http.client
+    import json
+
+    limit = int(cluster_env["CLIP_SERVE_MAX_HEADER_BYTES"])
+    headers = {f"x-pad-{i}": "p" * 1000 for i in range((limit - 2048) // 1024)}
+    conn = http.client.HTTPConnection("127.0.0.1", ingresses[ingress], timeout=60)
+    try:
+        conn.request("GET", "/v1/models", headers=headers)
+        first = conn.getresponse()
+        assert first.status == 200 and first.read()
+        sock = conn.sock
+        time.sleep(float(cluster_env["CLIP_SERVE_HEADER_TIMEOUT_S"]) + 1)
+        conn.request("POST", "/v1/embeddings", body=json.dumps(image_body(GOOD)),
+                     headers={**headers, "content-type": "application/json"})
+        assert conn.sock is sock  # the same connection, not a new one
+        second = conn.getresponse()
+        assert second.status == 200, second.read()[:300]
+        assert json.loads(second.read())["data"]
+    finally:
+        conn.close()
