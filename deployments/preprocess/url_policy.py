@@ -13,10 +13,11 @@ only another spelling of an IPv4 address (mapped `::ffff:a.b.c.d`, compatible
 address for the allow and deny lists; those and 6to4 and Teredo addresses are checked
 as the IPv4 address they carry too.
 
-The lists hold host names and addresses. Addresses are compared with the URL's literal
-and with every address a name resolves to (on the first URL and every redirect): a deny
-entry refuses a URL whenever any of them matches; a host passes the allow list by its
-name, or when every address it resolves to is on it.
+The lists hold host names and addresses. A deny entry refuses a URL whose host matches
+it by name, or whose literal or any resolved address matches it (on the first URL and
+every redirect). The allow list admits a name by name and a literal by address; a name
+is not admitted because it resolves to an allowed address (another name on the same
+address could reach another virtual host there).
 """
 
 from __future__ import annotations
@@ -286,25 +287,23 @@ class UrlPolicy:
 
     def check_url(self, url: str) -> Target:
         """Parse `url` and check what can be checked without DNS: an IP literal completely,
-        a name against the name entries (a name on no list waits for its addresses only
-        when the allow list has addresses that could let it through)."""
+        a name against the lists' names."""
         target = parse_url(url)
         if target.ip is not None:
             self.check_addresses(target, [str(target.ip)])
             return target
         if self.deny.has_name(target.host):
             raise UrlRejected(f"image URL host {target.host!r} is denied on this server")
-        if self.allow and not self.allow.has_name(target.host) and not self.allow.addresses:
+        if self.allow and not self.allow.has_name(target.host):
             raise UrlRejected(f"image URL host {target.host!r} is not on this server's allow list")
         return target
 
     def check_addresses(self, target: Target, addresses: Iterable[str]) -> list[str]:
-        """Every address a host resolved to (or its literal) must pass the deny list, the
-        allow list (unless the name is on it) and the address rules, or the URL is refused:
-        an attacker's DNS answer that mixes a public and a private address must not get
-        through. The message never names a resolved address (internal DNS stays private)."""
+        """Every address a host resolved to (or its literal) must pass the deny list and the
+        address rules, and a literal the allow list, or the URL is refused: an attacker's
+        DNS answer that mixes a public and a private address must not get through. The
+        message never names a resolved address (internal DNS stays private)."""
         literal = target.ip is not None
-        allowed_by_name = not self.allow or (not literal and self.allow.has_name(target.host))
         vetted: list[str] = []
         for text in addresses:
             try:
@@ -314,9 +313,8 @@ class UrlPolicy:
             if self.deny.has_address(ip, carried=True):
                 where = "is" if literal else "resolves to an address"
                 raise UrlRejected(f"image URL host {target.host!r} {where} denied on this server")
-            if not allowed_by_name and not self.allow.has_address(ip):
-                where = "is" if literal else "resolves to an address"
-                raise UrlRejected(f"image URL host {target.host!r} {where} not on this server's allow list")
+            if literal and self.allow and not self.allow.has_address(ip):
+                raise UrlRejected(f"image URL host {target.host!r} is not on this server's allow list")
             problem = address_problem(ip, self.allow_private_networks)
             if problem is not None:
                 raise UrlRejected(f"image URL host {target.host!r} resolves to {problem}; refused")
