@@ -3,7 +3,8 @@ every bad request gets a 4xx in the OpenAI envelope (never a 5xx, never a hang),
 good client's answers stay correct throughout. Complements test_errors_api.py (field
 mistakes) with malformed, truncated, polyglot and bomb files and malformed bodies, on
 every endpoint, and covers hostile request heads (slow or huge headers) on both
-ingresses: HAProxy and Serve's Python proxy."""
+ingresses, HAProxy and Serve's Python proxy, and image URLs that spell a denied address
+some other way (a third application with URL fetching on, beside the session's)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import struct
 import threading
 import time
 import zlib
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 import pytest
-from conftest import HUB_ID
+from conftest import HUB_ID, app_args
 from helpers import b64, cosine, encode, natural_image
+from image_server import CAT_PNG, ImageServer
 from PIL import Image
 from test_errors_api import assert_envelope
 
@@ -314,3 +317,74 @@ def test_large_but_valid_heads_and_kept_alive_connections_still_work(ingresses, 
         assert json.loads(second.read())["data"]
     finally:
         conn.close()
+
+
+# --- image URLs that spell a denied address another way ------------------------------------
+
+URLS_PREFIX = "/urls"
+
+
+@pytest.fixture(scope="module")
+def denied_images():
+    """The image server whose address (127.0.0.1) the URL app denies."""
+    with ImageServer("127.0.0.1") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def open_images():
+    """A second image server, on 127.0.0.3, that the URL app may fetch from: the first hop of
+    redirects into the denied one."""
+    with ImageServer("127.0.0.3") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url_app(server_port, client, wide_model_dir):
+    from deployments.launch import app_config
+    from deployments.launch import deploy as apply
+
+    args = {"variants": [{"id": HUB_ID, "dtype": "float32", "cpu_threads": 1}],
+            "image_urls": {"enabled": True, "allow_private_networks": True, "deny_hosts": ["127.0.0.1"],
+                           "timeout_s": 3, "max_redirects": 2}}
+    tiny = {"ray_actor_options": {"num_cpus": 0.1}}
+    deployments = [{"name": name, **tiny} for name in
+                   ("Router", "ImageEncoder:openai--clip-vit-base-patch32", "TextEncoder:openai--clip-vit-base-patch32")]
+    session_app = app_config(app_args(wide_model_dir))
+    urls = {**app_config(args, deployments), "name": "urls", "route_prefix": URLS_PREFIX}
+    apply([session_app, urls], "127.0.0.1", server_port, blocking=False)
+    try:
+        deadline = time.monotonic() + 240  # generous: the machine is shared
+        while client.get(f"{URLS_PREFIX}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the URL app did not become ready"
+            time.sleep(0.5)
+        yield client
+    finally:
+        apply([session_app], "127.0.0.1", server_port)
+
+
+# 127.0.0.1 in every other spelling: IPv6 forms that only spell it, fullwidth digits and
+# dots, numeric forms, and a name that resolves to it (localhost, from /etc/hosts).
+DENIED_ALIASES = ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::ffff:0:7f00:1]", "[::127.0.0.1]", "[64:ff9b::7f00:1]",
+                  "１２７．０．０．１", "１２７．１", "2130706433", "0x7f.1", "localhost"]
+
+
+@pytest.mark.parametrize("how", ["direct", "redirect"])
+@pytest.mark.parametrize("host", DENIED_ALIASES)
+def test_a_denied_address_in_any_spelling_is_never_fetched(url_app, good_client, denied_images, open_images,
+                                                           reference, how, host):
+    url = denied_images.url("/cat.png", host)
+    if how == "redirect":
+        url = open_images.url(f"/redirect?to={quote(url, safe=':/[]')}")
+    before = dict(denied_images.hits)
+    started = time.monotonic()
+    r = url_app.post(f"{URLS_PREFIX}/v1/embeddings", json={"model": HUB_ID, "input": ["fine text", {"image": url}]})
+    error = assert_4xx(r)
+    assert r.status_code == 400 and error["code"] == "image_url_blocked", error
+    assert error["param"] == "input[1].image" and "denied" in error["message"], error
+    assert time.monotonic() - started < 3 + 2.5  # within the fetch deadline
+    assert denied_images.hits == before  # nothing reached the denied address
+    fine = url_app.post(f"{URLS_PREFIX}/v1/embeddings",
+                        json={"model": HUB_ID, "input": [{"image": open_images.url("/cat.png")}]})
+    assert fine.status_code == 200, fine.text  # a valid URL still works, from an address not denied
+    assert cosine(fine.json()["data"][0]["embedding"], reference.image(CAT_PNG)) >= 0.9999
