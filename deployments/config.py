@@ -282,7 +282,10 @@ class ImageUrlsConfig(StrictModel):
         description="Hosts that may be fetched: `example.com` (exactly), `*.example.com` (subdomains) or an IP "
         "address. Empty: any host with a public address.",
     )
-    deny_hosts: list[str] = Field(default_factory=list, description="Hosts never fetched (same forms); wins over allow.")
+    deny_hosts: list[str] = Field(
+        default_factory=list, description="Hosts never fetched (same forms; an address also refuses its other "
+        "spellings and every name that resolves to it, on each redirect too); wins over allow."
+    )
     allow_private_networks: bool = Field(
         False,
         description="Also fetch from loopback, private, link-local and CGNAT addresses (never metadata, multicast "

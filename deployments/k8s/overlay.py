@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..http_limits import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -103,6 +105,14 @@ class Overlay(Strict):
         None, ge=1, description="Requests each Serve HTTP proxy forwards at once; beyond it a 503 envelope "
         "without a router hop (deployments/serving/proxy_admission.py). None: off. Python proxy only: behind "
         "HAProxy each router sheds at its own max_concurrent_requests either way."
+    )
+    header_timeout_s: float = Field(
+        DEFAULT_HEADER_TIMEOUT_S, gt=0, description="Seconds a client has to send a request's line and headers, "
+        "in either ingress; then 408 and the connection is closed (deployments/http_limits.py)."
+    )
+    max_header_bytes: int = Field(
+        DEFAULT_MAX_HEADER_BYTES, ge=1024, description="Most bytes of a request's line and headers, in either "
+        "ingress; larger heads get 431 (Python proxy) or 400 (HAProxy) and the connection is closed."
     )
     gcs_fault_tolerance: FaultTolerance
     autoscaler: Autoscaler = Field(default_factory=Autoscaler)

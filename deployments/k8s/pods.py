@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..ingress import ingress_env
-from ..serving.proxy_admission import CALLBACK_ENV, LIMIT_ENV
+from ..serving.proxy_admission import CALLBACK_ENV, GUARD_ONLY, LIMIT_ENV
 from .overlay import Overlay, PodShape, SecretKey
 
 HF_HOME = "/home/ray/.cache/huggingface"
+APP_DIR = "/home/ray/clip-serve"  # where k8s/Dockerfile copies the package (its WORKDIR)
 # Ray's own health endpoints (the ones KubeRay's default probes use): the raylet through the
 # dashboard agent, and the GCS through the head's dashboard.
 RAYLET_HEALTHY = "wget -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success"
@@ -35,15 +36,17 @@ def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
 
 
 def ingress_pod_env(overlay: Overlay) -> list[dict[str, Any]]:
-    """The ingress mode, and the shedding in Serve's HTTP servers (deployments/serving/
-    proxy_admission.py): behind HAProxy always, each router against its own cap; in the
-    Python proxies only with a `proxy_max_inflight` to cap them at."""
-    env = ingress_env(overlay.ingress)
+    """The ingress mode, its header limits, and the shedding in Serve's HTTP servers
+    (deployments/serving/proxy_admission.py): behind HAProxy always, each router against its
+    own cap; in the Python proxies only with a `proxy_max_inflight` to cap them at (without
+    one they keep the header limits only)."""
+    env = ingress_env(overlay.ingress, app_dir=APP_DIR, head_timeout_s=overlay.header_timeout_s,
+                      max_head_bytes=overlay.max_header_bytes)
     if overlay.ingress == "proxy":
         if overlay.proxy_max_inflight:
             env[LIMIT_ENV] = str(overlay.proxy_max_inflight)
         else:
-            env.pop(CALLBACK_ENV, None)
+            env[CALLBACK_ENV] = GUARD_ONLY
     return [{"name": name, "value": value} for name, value in env.items()]
 
 

@@ -4,11 +4,20 @@ No I/O here. The fetcher (serving/url_fetch.py) resolves a host once, asks
 `check_addresses` about every address, and connects only to the ones that passed, so a
 DNS answer cannot change between the check and the connection (DNS rebinding).
 
-Hosts are normalised before anything is compared: lower case, IDNA (punycode), no
-trailing dot, and numeric IPv4 spellings that C resolvers accept (`2130706433`,
-`0x7f.1`, `017700000001`, `127.1`) turned into the dotted quad they mean. IPv6
-addresses that carry an IPv4 address (mapped, compatible, 6to4, Teredo, NAT64) are
-checked as that IPv4 address too.
+Hosts are normalised before anything is compared: IDNA first (so fullwidth digits and
+dots, `１２７．１`, are read as the ASCII they map to), then lower case, no trailing dot,
+and numeric IPv4 spellings that C resolvers accept (`2130706433`, `0x7f.1`,
+`017700000001`, `127.1`) turned into the dotted quad they mean. An IPv6 address that is
+only another spelling of an IPv4 address (mapped `::ffff:a.b.c.d`, compatible
+`::a.b.c.d`, translated `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`) is that IPv4
+address for the allow and deny lists; those and 6to4 and Teredo addresses are checked
+as the IPv4 address they carry too.
+
+The lists hold host names and addresses. A deny entry refuses a URL whose host matches
+it by name, or whose literal or any resolved address matches it (on the first URL and
+every redirect). The allow list admits a name by name and a literal by address; a name
+is not admitted because it resolves to an allowed address (another name on the same
+address could reach another virtual host there).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ CGNAT = ipaddress.ip_network("100.64.0.0/10")
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT, RFC 2765
 
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -103,25 +113,27 @@ def normalise_host(host: str) -> tuple[str, IPAddress | None]:
         except ValueError:
             raise UrlRejected("image URL has an invalid IPv6 address") from None
         return str(ip), ip
-    name = host.lower()
+    if not host:
+        raise UrlRejected("image URL has no host")
+    # IDNA before anything else: it maps fullwidth digits and the ideographic dots to ASCII,
+    # as every resolver and HTTP client downstream would, so `１２７．１` is read as 127.1.
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except (UnicodeError, ValueError):
+        raise UrlRejected("image URL has an invalid host name") from None
     if name.endswith("."):
         name = name[:-1]
     if not name:
         raise UrlRejected("image URL has no host")
-    labels = name.split(".")
-    if all(_NUMERIC_LABEL.match(label) for label in labels):
+    if all(_NUMERIC_LABEL.match(label) for label in name.split(".")):
         try:
             ip4 = parse_legacy_ipv4(name)
         except ValueError:
             raise UrlRejected("image URL has an invalid numeric host") from None
         return str(ip4), ip4
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except (UnicodeError, ValueError):
-        raise UrlRejected("image URL has an invalid host name") from None
-    if len(ascii_name) > 253 or not all(_HOST_LABEL.match(label) for label in ascii_name.split(".")):
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
         raise UrlRejected("image URL has an invalid host name")
-    return ascii_name, None
+    return name, None
 
 
 def _split(url: str) -> SplitResult:
@@ -161,15 +173,27 @@ def parse_url(url: str) -> Target:
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address routes to or carries (6to4, Teredo, NAT64, compatible)."""
+    """IPv4 addresses an IPv6 address routes to or carries (6to4, Teredo, NAT64, compatible,
+    translated)."""
     out = []
     if ip.sixtofour is not None:
         out.append(ip.sixtofour)
     if ip.teredo is not None:
         out.extend(ip.teredo)  # (server, client)
-    if any(ip in net for net in NAT64) or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+    if any(ip in net for net in NAT64) or ip in IPV4_TRANSLATED or (ip in IPV4_COMPATIBLE and int(ip) > 1):
         out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return out
+
+
+def canonical_address(ip: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 address merely spells (mapped, compatible, translated,
+    NAT64's well-known prefix), else `ip` itself: what the allow and deny lists compare."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip in NAT64[0] or ip in IPV4_TRANSLATED or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 def address_problem(ip: IPAddress, allow_private: bool) -> str | None:
@@ -206,13 +230,16 @@ def address_problem(ip: IPAddress, allow_private: bool) -> str | None:
 
 def normalise_host_pattern(pattern: str) -> str:
     """A config entry: `example.com` (exactly that host), `*.example.com` or
-    `.example.com` (its subdomains), or an IP address in any spelling."""
+    `.example.com` (its subdomains), or an IP address in any spelling (kept as the
+    canonical address: `::ffff:127.0.0.2` and `0x7f.2` both become `127.0.0.2`)."""
     text = pattern.strip().lower()
     wildcard = text.startswith(("*.", "."))
     body = text[2:] if text.startswith("*.") else text[1:] if text.startswith(".") else text
     host, ip = normalise_host(f"[{body}]" if ":" in body else body)
     if wildcard and ip is not None:
         raise ValueError(f"{pattern!r}: a wildcard needs a host name, not an address")
+    if ip is not None:
+        return str(canonical_address(ip))
     return "." + host if wildcard else host
 
 
@@ -221,35 +248,73 @@ def host_matches(host: str, patterns: Iterable[str]) -> bool:
     return any(host.endswith(p) if p.startswith(".") else host == p for p in patterns)
 
 
+class HostList:
+    """`allow_hosts` or `deny_hosts`: host names (exact or `.suffix`) and canonical addresses."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(normalise_host_pattern(p) for p in patterns)
+        self.names: list[str] = []
+        self.addresses: set[IPAddress] = set()
+        for p in self.patterns:
+            try:
+                self.addresses.add(ipaddress.ip_address(p))
+            except ValueError:
+                self.names.append(p)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def has_name(self, host: str) -> bool:
+        return host_matches(host, self.names)
+
+    def has_address(self, ip: IPAddress, *, carried: bool = False) -> bool:
+        """`ip` or the IPv4 address it spells is listed; `carried`: also any IPv4 address
+        it routes to or carries (6to4, Teredo): for the deny list, which errs on refusing."""
+        if ip in self.addresses or canonical_address(ip) in self.addresses:
+            return True
+        return carried and isinstance(ip, ipaddress.IPv6Address) and any(
+            a in self.addresses for a in embedded_ipv4(ip))
+
+
 class UrlPolicy:
     """Host allow/deny lists plus the address rules, as configured in `image_urls:`."""
 
     def __init__(self, allow_hosts: Iterable[str] = (), deny_hosts: Iterable[str] = (),
                  allow_private_networks: bool = False) -> None:
-        self.allow_hosts = tuple(normalise_host_pattern(p) for p in allow_hosts)
-        self.deny_hosts = tuple(normalise_host_pattern(p) for p in deny_hosts)
+        self.allow = HostList(allow_hosts)
+        self.deny = HostList(deny_hosts)
         self.allow_private_networks = allow_private_networks
 
     def check_url(self, url: str) -> Target:
+        """Parse `url` and check what can be checked without DNS: an IP literal completely,
+        a name against the lists' names."""
         target = parse_url(url)
-        if host_matches(target.host, self.deny_hosts):
-            raise UrlRejected(f"image URL host {target.host!r} is denied on this server")
-        if self.allow_hosts and not host_matches(target.host, self.allow_hosts):
-            raise UrlRejected(f"image URL host {target.host!r} is not on this server's allow list")
         if target.ip is not None:
             self.check_addresses(target, [str(target.ip)])
+            return target
+        if self.deny.has_name(target.host):
+            raise UrlRejected(f"image URL host {target.host!r} is denied on this server")
+        if self.allow and not self.allow.has_name(target.host):
+            raise UrlRejected(f"image URL host {target.host!r} is not on this server's allow list")
         return target
 
     def check_addresses(self, target: Target, addresses: Iterable[str]) -> list[str]:
-        """Every address a host resolved to must pass, or the URL is refused: an attacker's
+        """Every address a host resolved to (or its literal) must pass the deny list and the
+        address rules, and a literal the allow list, or the URL is refused: an attacker's
         DNS answer that mixes a public and a private address must not get through. The
-        message never names the address (internal DNS stays private)."""
+        message never names a resolved address (internal DNS stays private)."""
+        literal = target.ip is not None
         vetted: list[str] = []
         for text in addresses:
             try:
                 ip = ipaddress.ip_address(text)
             except ValueError:
                 raise UrlRejected(f"image URL host {target.host!r} resolved to an unusable address") from None
+            if self.deny.has_address(ip, carried=True):
+                where = "is" if literal else "resolves to an address"
+                raise UrlRejected(f"image URL host {target.host!r} {where} denied on this server")
+            if literal and self.allow and not self.allow.has_address(ip):
+                raise UrlRejected(f"image URL host {target.host!r} is not on this server's allow list")
             problem = address_problem(ip, self.allow_private_networks)
             if problem is not None:
                 raise UrlRejected(f"image URL host {target.host!r} resolves to {problem}; refused")

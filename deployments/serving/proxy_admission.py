@@ -16,6 +16,10 @@ starts; deployments/ingress.py builds it):
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.serving.proxy_admission:middlewares
     CLIP_SERVE_PROXY_MAX_INFLIGHT=512   # Python proxies only
 
+Either callback also installs the header-read timeout and header-size limit in that HTTP
+server (serving/http_guard.py); `guard_only` does only that, for Python proxies that
+should not shed.
+
 Serve's own endpoints (/-/healthz, /-/routes), GET /health and /ready (under any route
 prefix) and the router's other public paths (docs) are never shed.
 """
@@ -28,10 +32,12 @@ from starlette.middleware import Middleware
 from starlette.types import Scope
 
 from .auth import is_public
+from .http_guard import install as install_http_guard
 from .overload import AdmissionControl, Capacity, router_capacity
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "deployments.serving.proxy_admission:middlewares"
+GUARD_ONLY = "deployments.serving.proxy_admission:guard_only"
 LIMIT_ENV = "CLIP_SERVE_PROXY_MAX_INFLIGHT"
 DEFAULT_LIMIT = 512
 PROBES = ("/health", "/ready")
@@ -59,5 +65,12 @@ class ServeAdmission(AdmissionControl):
 def middlewares() -> list[Middleware]:
     """The HTTP callback Serve calls (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH) in every
     HTTP server it starts: its proxies, and with direct ingress its ingress replicas."""
+    install_http_guard()
     capacity = Capacity(int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)))
     return [Middleware(ServeAdmission, capacity=capacity, exempt=exempt)]
+
+
+def guard_only() -> list[Middleware]:
+    """The callback for Serve's Python proxies without a cap: the header limits, no shedding."""
+    install_http_guard()
+    return []

@@ -167,6 +167,21 @@ def test_cluster_layout_probes_drain_and_secrets(rayservice, overlay):
         assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:middlewares"
         assert int(env["CLIP_SERVE_PROXY_MAX_INFLIGHT"]) == overlay.proxy_max_inflight
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+        assert_header_limits(env)
+
+
+def assert_header_limits(env: dict[str, str | None]) -> None:
+    """Every serving pod bounds request heads (deployments/http_limits.py) in whichever
+    ingress it runs."""
+    from deployments.http_limits import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
+
+    assert float(env["CLIP_SERVE_HEADER_TIMEOUT_S"]) == DEFAULT_HEADER_TIMEOUT_S
+    assert int(env["CLIP_SERVE_MAX_HEADER_BYTES"]) == DEFAULT_MAX_HEADER_BYTES
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]  # installs the guard in Serve's HTTP servers
+    if env["RAY_SERVE_ENABLE_HA_PROXY"] == "1":
+        # the launcher where k8s/Dockerfile copies the package, adding HAProxy's header timeout
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/home/ray/clip-serve/deployments/haproxy_launcher.sh"
+        assert int(env["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"]) > DEFAULT_MAX_HEADER_BYTES
 
 
 def serving_pod_envs(overlay, **update) -> list[dict[str, str | None]]:
@@ -188,13 +203,15 @@ def test_haproxy_ingress_overlay_sets_it_on_every_serving_pod_without_a_proxy_ca
         # proxy cap (that one sizes Python proxies only)
         assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:middlewares"
         assert "CLIP_SERVE_PROXY_MAX_INFLIGHT" not in env
+        assert_header_limits(env)
 
 
-def test_python_proxy_without_a_cap_runs_no_admission_callback(overlay):
+def test_python_proxy_without_a_cap_sheds_nothing_but_keeps_the_header_limits(overlay):
     for env in serving_pod_envs(overlay, ingress="proxy", proxy_max_inflight=None):
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
-        assert "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" not in env
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.serving.proxy_admission:guard_only"
         assert "CLIP_SERVE_PROXY_MAX_INFLIGHT" not in env
+        assert_header_limits(env)
 
 
 def test_jobs_and_monitoring(overlay):

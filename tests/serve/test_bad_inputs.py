@@ -2,19 +2,25 @@
 every bad request gets a 4xx in the OpenAI envelope (never a 5xx, never a hang), and the
 good client's answers stay correct throughout. Complements test_errors_api.py (field
 mistakes) with malformed, truncated, polyglot and bomb files and malformed bodies, on
-every endpoint."""
+every endpoint, and covers hostile request heads (slow or huge headers) on both
+ingresses, HAProxy and Serve's Python proxy, and image URLs that spell a denied address
+some other way (a third application with URL fetching on, beside the session's)."""
 
 from __future__ import annotations
 
+import socket
 import struct
 import threading
 import time
 import zlib
+from urllib.parse import quote
 
 import httpx
 import numpy as np
 import pytest
+from support.cluster import app_args
 from support.helpers import HUB_ID, b64, cosine, encode, natural_image
+from support.image_server import CAT_PNG, ImageServer
 from PIL import Image
 from test_errors_api import assert_envelope
 
@@ -317,3 +323,183 @@ def test_phone_photos_with_a_multi_picture_segment_are_jpegs(client, good_client
     r = client.post("/v1/embeddings", json=image_body(mpo))
     assert r.status_code == 200, r.text
     assert cosine(r.json()["data"][0]["embedding"], reference.image(encode(first, "JPEG"))) >= 0.9999
+
+
+# --- request heads: slow and huge headers, on both ingresses ------------------------------
+
+
+@pytest.fixture(scope="module")
+def ingresses(server_port, cluster_env) -> dict[str, int]:
+    """Ports of the session cluster's two ingresses: HAProxy, and the head's Python proxy
+    (Serve's fallback behind HAProxy, the same ProxyActor `--ingress proxy` runs on every node)."""
+    proxy = int(cluster_env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"])
+    deadline = time.monotonic() + 60
+    while True:  # the fallback proxy starts beside HAProxy; give it a moment on a busy machine
+        try:
+            if httpx.get(f"http://127.0.0.1:{proxy}/v1/models", timeout=10).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the Python proxy did not answer"
+        time.sleep(0.5)
+    return {"haproxy": server_port, "proxy": proxy}
+
+
+def read_answer(sock: socket.socket, limit_s: float) -> bytes:
+    """What the server sends until it closes the connection (at most `limit_s` and 64 KiB)."""
+    sock.settimeout(limit_s)
+    out = b""
+    try:
+        while len(out) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:  # reset after the answer, or nothing within limit_s
+        pass
+    return out
+
+
+def status_of(answer: bytes) -> int | None:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else None
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_a_client_sending_headers_slowly_is_cut_off(ingresses, cluster_env, good_client, ingress):
+    """One header line every 2 s: the connection ends with a 408 within the header timeout,
+    however long the client would go on."""
+    timeout_s = float(cluster_env["CLIP_SERVE_HEADER_TIMEOUT_S"])
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", ingresses[ingress])) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        for i in range(int(timeout_s) + 30):  # bounded: 60 s and more of trickling if never cut off
+            try:
+                sock.sendall(b"X-Slow-%d: 1\r\n" % i)
+            except OSError:
+                break
+            answer = read_answer(sock, 2.0)
+            if answer:
+                break
+    elapsed = time.monotonic() - started
+    assert elapsed < timeout_s + 5, (elapsed, answer[:200])
+    assert status_of(answer) == 408 or answer == b"", answer[:300]
+    if ingress == "proxy":  # HAProxy answers with its own page; our servers with the envelope
+        assert b'"code":"header_timeout"' in answer, answer[:300]
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+@pytest.mark.parametrize("shape", ["one 16 MB header", "4096 headers of 4 KB", "a 1 MB request line"])
+def test_huge_request_heads_are_refused_quickly(ingresses, cluster_env, good_client, ingress, shape):
+    big = {"one 16 MB header": b"X-Big: " + b"a" * (16 * 2**20) + b"\r\n",
+           "4096 headers of 4 KB": b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 4096) for i in range(4096)),
+           "a 1 MB request line": b""}[shape]
+    path = b"/v1/models" + (b"?q=" + b"c" * 2**20 if shape == "a 1 MB request line" else b"")
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", ingresses[ingress])) as sock:
+        try:
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        except OSError:  # refused while still sending
+            pass
+        answer = read_answer(sock, 10.0)
+    assert time.monotonic() - started < 10, shape
+    assert status_of(answer) in (400, 431, None), answer[:300]  # None: closed without an answer
+    if ingress == "proxy":
+        assert status_of(answer) == 431 and b'"code":"request_headers_too_large"' in answer, answer[:300]
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_large_but_valid_heads_and_kept_alive_connections_still_work(ingresses, cluster_env, good_client, ingress):
+    """Just under the limit is served; a kept-alive connection idle for longer than the
+    header timeout is not cut (that is the keep-alive timeout's job) and answers again."""
+    import http.client
+    import json
+
+    limit = int(cluster_env["CLIP_SERVE_MAX_HEADER_BYTES"])
+    headers = {f"x-pad-{i}": "p" * 1000 for i in range((limit - 2048) // 1024)}
+    conn = http.client.HTTPConnection("127.0.0.1", ingresses[ingress], timeout=60)
+    try:
+        conn.request("GET", "/v1/models", headers=headers)
+        first = conn.getresponse()
+        assert first.status == 200 and first.read()
+        sock = conn.sock
+        time.sleep(float(cluster_env["CLIP_SERVE_HEADER_TIMEOUT_S"]) + 1)
+        conn.request("POST", "/v1/embeddings", body=json.dumps(image_body(GOOD)),
+                     headers={**headers, "content-type": "application/json"})
+        assert conn.sock is sock  # the same connection, not a new one
+        second = conn.getresponse()
+        assert second.status == 200, second.read()[:300]
+        assert json.loads(second.read())["data"]
+    finally:
+        conn.close()
+
+
+# --- image URLs that spell a denied address another way ------------------------------------
+
+URLS_PREFIX = "/urls"
+
+
+@pytest.fixture(scope="module")
+def denied_images():
+    """The image server whose address (127.0.0.1) the URL app denies."""
+    with ImageServer("127.0.0.1") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def open_images():
+    """A second image server, on 127.0.0.3, that the URL app may fetch from: the first hop of
+    redirects into the denied one."""
+    with ImageServer("127.0.0.3") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url_app(server_port, client, wide_model_dir):
+    from deployments.launch import app_config
+    from deployments.launch import deploy as apply
+
+    args = {"variants": [{"id": HUB_ID, "dtype": "float32", "cpu_threads": 1}],
+            "image_urls": {"enabled": True, "allow_private_networks": True, "deny_hosts": ["127.0.0.1"],
+                           "timeout_s": 3, "max_redirects": 2}}
+    tiny = {"ray_actor_options": {"num_cpus": 0.1}}
+    deployments = [{"name": name, **tiny} for name in
+                   ("Router", "ImageEncoder:openai--clip-vit-base-patch32", "TextEncoder:openai--clip-vit-base-patch32")]
+    session_app = app_config(app_args(wide_model_dir))
+    urls = {**app_config(args, deployments), "name": "urls", "route_prefix": URLS_PREFIX}
+    apply([session_app, urls], "127.0.0.1", server_port, blocking=False)
+    try:
+        deadline = time.monotonic() + 240  # generous: the machine is shared
+        while client.get(f"{URLS_PREFIX}/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the URL app did not become ready"
+            time.sleep(0.5)
+        yield client
+    finally:
+        apply([session_app], "127.0.0.1", server_port)
+
+
+# 127.0.0.1 in every other spelling: IPv6 forms that only spell it, fullwidth digits and
+# dots, numeric forms, and a name that resolves to it (localhost, from /etc/hosts).
+DENIED_ALIASES = ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::ffff:0:7f00:1]", "[::127.0.0.1]", "[64:ff9b::7f00:1]",
+                  "１２７．０．０．１", "１２７．１", "2130706433", "0x7f.1", "localhost"]
+
+
+@pytest.mark.parametrize("how", ["direct", "redirect"])
+@pytest.mark.parametrize("host", DENIED_ALIASES)
+def test_a_denied_address_in_any_spelling_is_never_fetched(url_app, good_client, denied_images, open_images,
+                                                           reference, how, host):
+    url = denied_images.url("/cat.png", host)
+    if how == "redirect":
+        url = open_images.url(f"/redirect?to={quote(url, safe=':/[]')}")
+    before = dict(denied_images.hits)
+    started = time.monotonic()
+    r = url_app.post(f"{URLS_PREFIX}/v1/embeddings", json={"model": HUB_ID, "input": ["fine text", {"image": url}]})
+    error = assert_4xx(r)
+    assert r.status_code == 400 and error["code"] == "image_url_blocked", error
+    assert error["param"] == "input[1].image" and "denied" in error["message"], error
+    assert time.monotonic() - started < 3 + 2.5  # within the fetch deadline
+    assert denied_images.hits == before  # nothing reached the denied address
+    fine = url_app.post(f"{URLS_PREFIX}/v1/embeddings",
+                        json={"model": HUB_ID, "input": [{"image": open_images.url("/cat.png")}]})
+    assert fine.status_code == 200, fine.text  # a valid URL still works, from an address not denied
+    assert cosine(fine.json()["data"][0]["embedding"], reference.image(CAT_PNG)) >= 0.9999

@@ -38,18 +38,24 @@ def environment(values: dict[str, str]):
 
 
 @pytest.fixture(scope="session")
-def ray_session(hf_home, metrics_port):
+def cluster_env() -> dict[str, str]:
+    """The ingress settings the session cluster starts with (deployments/ingress.py)."""
+    from deployments.ingress import DEFAULT_INGRESS, ingress_env
+
+    return ingress_env(DEFAULT_INGRESS, local=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session(hf_home, metrics_port, cluster_env):
     import ray
     from ray import serve
-
-    from deployments.ingress import DEFAULT_INGRESS, ingress_env
 
     # address="local": our own cluster, even while another test run's is up on this machine.
     # The product's default ingress (HAProxy in front of routers serving HTTP); its settings
     # reach Ray's processes through the environment they start with, and only them.
     # Metrics reach Prometheus every report interval (Ray's default: 10 s); test_metrics
     # waits for its requests to show up, so report every 2 s rather than wait out 10.
-    with environment(ingress_env(DEFAULT_INGRESS, local=True)):
+    with environment(cluster_env):
         ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, _metrics_export_port=metrics_port,
                  _system_config={"metrics_report_interval_ms": 2000})

@@ -25,6 +25,11 @@ def bpe_path() -> Path | None:
 
 def listening_process(port: int) -> str:
     """The command line (argv[0]) of the process listening on TCP `port` on this machine."""
+    return listening_command_line(port)[0]
+
+
+def listening_command_line(port: int) -> list[str]:
+    """The command line of the process listening on TCP `port` on this machine."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -36,7 +41,7 @@ def listening_process(port: int) -> str:
             continue
         try:
             if any(str(fd.readlink()) in inodes for fd in (proc / "fd").iterdir()):
-                return (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+                return [arg.decode() for arg in (proc / "cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
     raise LookupError(f"nothing listens on port {port}")

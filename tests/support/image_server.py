@@ -1,4 +1,4 @@
-"""A local image server on 127.0.0.1 for URL-fetching tests: images, redirects, oversize,
+"""A local image server on loopback (127.0.0.1 unless told another 127.x address) for URL-fetching tests: images, redirects, oversize,
 compression bombs and slow answers. Runs in its own thread and event loop; every loop in
 it is bounded in bytes and time, so it stops by itself."""
 
@@ -16,7 +16,9 @@ BOMB_RAW_BYTES = 16 * 2**20  # zeros: gzip makes ~16 KB of them
 
 
 class ImageServer:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        assert host.startswith("127."), host  # loopback only
+        self.host = host
         self.hits: dict[str, int] = {}
         self.host_headers: list[str] = []
         self._loop = asyncio.new_event_loop()
@@ -25,8 +27,8 @@ class ImageServer:
         self.port = 0
         self._thread = threading.Thread(target=self._run, name="image-server", daemon=True)
 
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port}{path}"
 
     def __enter__(self) -> ImageServer:
         self._thread.start()
@@ -59,7 +61,7 @@ class ImageServer:
         # Slow answers are abandoned by the fetcher under test: stop without waiting them out.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, self.host, 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         self._stop = asyncio.Event()

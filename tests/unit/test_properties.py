@@ -1,7 +1,8 @@
 """Property tests (hypothesis): whatever a client sends, decoding and request parsing either
 succeed with a well-formed result or fail with the intended error type (which the router
 turns into a 4xx envelope), never anything else. Also: every spelling of an IPv4 address
-means that address, and no IPv6 wrapper launders a blocked IPv4 address."""
+means that address, no IPv6 wrapper launders a blocked IPv4 address, and a deny entry
+catches its address in every spelling, as a literal or as a resolved address."""
 
 from __future__ import annotations
 
@@ -255,3 +256,33 @@ def test_formats_can_be_narrowed():
     assert open_rgb(SEEDS[0], SPEC, png_only).mode == "RGB"
     with pytest.raises(ImageError, match="format JPEG is not supported"):
         open_rgb(SEEDS[1], SPEC, png_only)
+
+
+FULLWIDTH = str.maketrans("0123456789.x", "０１２３４５６７８９．ｘ")
+
+
+def aliases(ip: ipaddress.IPv4Address) -> list[str]:
+    """URL hosts that reach, or carry, `ip`: its IPv4 spellings (ASCII and fullwidth) and
+    the IPv6 addresses that spell it (mapped, translated, NAT64, compatible) or embed it (6to4)."""
+    n = int(ip)
+    v6 = [(0xFFFF << 32) | n, (0xFFFF << 16 << 32) | n, (0x64FF9B << 96) | n, (0x2002 << 112) | (n << 80)]
+    if n > 1:
+        v6.append(n)  # compatible (:: and ::1 are themselves)
+    return spellings(ip) + [s.translate(FULLWIDTH) for s in spellings(ip)] + [f"[{ipaddress.IPv6Address(a)}]" for a in v6]
+
+
+@FAST
+@given(st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address), st.sampled_from(["literal", "resolved"]))
+def test_a_deny_entry_catches_its_address_in_every_spelling(ip, how):
+    for entry in (str(ip), f"::ffff:{ip}", spellings(ip)[0].translate(FULLWIDTH)):
+        policy = UrlPolicy(deny_hosts=[entry], allow_private_networks=True)
+        for host in aliases(ip):
+            if how == "resolved":  # a name whose DNS answer is that address, in IPv6 form or not
+                target = policy.check_url("http://name.example/")
+                address = host.strip("[]") if host.startswith("[") else str(ip)
+                check = lambda: policy.check_addresses(target, ["93.184.216.34", address])  # noqa: E731
+            else:
+                check = lambda: policy.check_url(f"http://{host}/")  # noqa: E731
+            with pytest.raises(UrlRejected, match="denied|refused") as exc:
+                check()
+            assert exc.value.status == 400, (entry, host)

@@ -44,6 +44,9 @@ DNS = {
     "metadata.test": ["127.0.0.1", "169.254.169.254"],
     "mapped.test": ["::ffff:169.254.169.254"],
     "cgnat.test": ["100.64.0.7"],
+    "other.test": ["127.0.0.2"],  # a name for an address the deny tests list
+    "mapped-other.test": ["::ffff:127.0.0.2"],
+    "laundered.test": ["127.0.0.1", "::ffff:7f00:2"],  # one listed answer among good ones
 }
 
 
@@ -186,3 +189,49 @@ def test_one_deadline_bounds_slow_servers(images):
         started = time.monotonic()
         assert "did not answer within 1 s" in str(refused(f, images.url(path, "images.test")))
         assert time.monotonic() - started < 2.5
+
+
+# Every way of writing 127.0.0.1 that is not its dotted quad: IPv6 forms that only spell it
+# (mapped, compatible, translated, NAT64), fullwidth digits and dots (IDNA maps them to
+# ASCII), and the numeric forms C resolvers accept.
+LOOPBACK_ALIASES = ["[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::ffff:0:7f00:1]", "[::127.0.0.1]",
+                    "[64:ff9b::7f00:1]", "１２７．０．０．１", "１２７．１", "2130706433", "0x7f.1"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_ALIASES + ["images.test", "twice.test"])
+def test_a_denied_address_is_refused_in_every_spelling_and_behind_every_name(images, host):
+    """Private networks allowed, the image server's own address denied: nothing reaches it,
+    whether the URL spells the address or names a host that resolves to it."""
+    before = dict(images.hits)
+    for deny in (["127.0.0.1"], ["::ffff:127.0.0.1"], ["２１３０７０６４３３"]):  # entries are normalised alike
+        assert "denied" in str(refused(fetcher(private=True, deny=deny), images.url("/cat.png", host),
+                                       code="image_url_blocked"))
+    assert images.hits == before
+
+
+@pytest.mark.parametrize("to", ["http://[::ffff:127.0.0.2]:{port}/cat.png", "http://[::ffff:7f00:2]:{port}/cat.png",
+                                "http://[64:ff9b::7f00:2]:{port}/cat.png", "http://１２７．２:{port}/cat.png",
+                                "http://other.test:{port}/cat.png", "http://mapped-other.test:{port}/cat.png",
+                                "http://laundered.test:{port}/cat.png"])
+def test_a_denied_address_is_refused_after_a_redirect_in_every_spelling(images, to):
+    f = fetcher(private=True, deny=["127.0.0.2"])
+    assert fetch(f, images.url("/cat.png", "images.test")) == CAT_PNG  # 127.0.0.1 itself is fine
+    before = dict(images.hits)
+    url = images.url(f"/redirect?to={to.format(port=images.port)}", "images.test")
+    assert "denied" in str(refused(f, url, code="image_url_blocked"))
+    assert images.hits == {**before, "/redirect": before.get("/redirect", 0) + 1}
+
+
+def test_an_allowed_address_admits_its_literal_in_any_spelling_and_no_name(images):
+    f = fetcher(private=True, allow=["::ffff:127.0.0.1"])  # stored as 127.0.0.1
+    for host in ("127.0.0.1", "１２７．０．０．１", "2130706433", "0x7f.1"):
+        assert fetch(f, images.url("/cat.png", host)) == CAT_PNG
+    dns = StubDNS(DNS)
+    for host in ("images.test", "ｉｍａｇｅｓ．ｔｅｓｔ"):  # resolves to 127.0.0.1, but names are allowed by name
+        assert "allow list" in str(refused(fetcher(private=True, allow=["127.0.0.1"], dns=dns),
+                                           images.url("/cat.png", host), code="image_url_blocked"))
+    assert dns.asked == []  # refused before DNS
+    by_name = fetcher(private=True, allow=["images.test"])
+    assert fetch(by_name, images.url("/cat.png", "ｉｍａｇｅｓ．ｔｅｓｔ")) == CAT_PNG  # the same name, fullwidth
+    denied = fetcher(private=True, allow=["images.test"], deny=["127.0.0.1"])
+    assert "denied" in str(refused(denied, images.url("/cat.png", "images.test")))  # deny wins over a listed name
