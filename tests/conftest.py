@@ -31,7 +31,7 @@ _HF_HOME = Path(tempfile.mkdtemp(prefix="clip-serve-hf-"))
 os.environ["HF_HOME"] = str(_HF_HOME)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-pytest_plugins = ["support.cluster", "support.onnx_fixtures"]
+pytest_plugins = ["support.cluster", "support.onnx_fixtures", "support.cpu_report"]
 
 from support.helpers import HUB_ID, Reference, bpe_path  # noqa: E402
 

@@ -25,6 +25,18 @@ WORDS = {
 }
 
 
+def cpu_dtype(value: str) -> str:
+    """`--dtype` for the CPU benches: `auto` resolves as a served variant's does (bf16 only
+    on CPUs with AMX or AVX512-BF16; elsewhere bf16 is emulated and runs several times slower
+    than fp32, so a bf16 default would measure the emulation, not the server)."""
+    from ..backends.devices import resolve_dtype
+
+    return resolve_dtype(value, "cpu")
+
+
+DTYPE_CHOICES = ["float32", "bfloat16"]  # what `auto` resolves to on a CPU
+
+
 def bench_checkpoint() -> Path:
     from ..checkpoint_builder import build_clip_checkpoint
     from ..demo import clip_serve_home
@@ -71,7 +83,20 @@ def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} vCPU {model}, {mem:.0f} GiB, {gpus()}"
+    return f"{os.cpu_count()} vCPU {model} ({vector_extensions()}), {mem:.0f} GiB, {gpus()}"
+
+
+def vector_extensions() -> str:
+    """The CPU's widest matmul extensions: the same model name comes with or without AVX-512,
+    VNNI or bf16, and they change CPU figures several-fold (bf16 and int8 most)."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "extensions unknown"
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "VNNI", "avx_vnni": "AVX-VNNI",
+             "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX"}
+    return " ".join(label for flag, label in names.items() if flag in flags) or "no AVX2"
 
 
 def gpus() -> str:

@@ -1,6 +1,6 @@
 """Eager against `torch_compile: true`, model-only, side by side in one process.
 
-    python -m deployments bench compile [--dtype bfloat16] [--rounds 8] [--record docs/benchmarks.md]
+    python -m deployments bench compile [--dtype auto|float32|bfloat16] [--rounds 8] [--record docs/benchmarks.md]
 
 Each tower is loaded twice through the torch backend (eager, compiled), both with one
 thread, and the two are measured in alternating 3-second slices: items per CPU-second of
@@ -16,13 +16,15 @@ import time
 import numpy as np
 
 from ..tools import command_parser
-from .common import bench_checkpoint, captions, record, table
+from .common import DTYPE_CHOICES, bench_checkpoint, captions, cpu_dtype, record, table
 from .model import _rate, load_tower, tokenize
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = command_parser("bench compile", __doc__)
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="auto", type=cpu_dtype, choices=DTYPE_CHOICES,
+                    metavar="{auto,float32,bfloat16}",
+                    help="auto: bfloat16 where the CPU has native bf16 (AMX/AVX512-BF16), else float32")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--record", help="append the result to this markdown file")
     return ap

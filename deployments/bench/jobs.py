@@ -1,6 +1,6 @@
 """Batch embedding job throughput next to the served path and the model alone, same machine.
 
-    python -m deployments bench jobs [--images 512] [--dtype bfloat16] [--seconds 20] [--record docs/benchmarks.md]
+    python -m deployments bench jobs [--images 512] [--dtype auto|float32|bfloat16] [--seconds 20] [--record docs/benchmarks.md]
 
 Uses the ViT-B/32-sized random checkpoint of deployments/bench/served.py (speed does not depend on
 the weights) and 640x480 JPEG photos. Three figures for the image tower:
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..tools import command_parser
-from .common import MODEL_ID, REPO, bench_checkpoint, body, photo_jpeg, record, table
+from .common import DTYPE_CHOICES, MODEL_ID, REPO, bench_checkpoint, body, cpu_dtype, photo_jpeg, record, table
 from .load import run_load
 from .model import image_throughput
 from .served import app_args, wait_ready
@@ -48,7 +48,9 @@ def batch_job(folder: Path, images: Path, out: Path, dtype: str, threads: int, w
 def build_parser() -> argparse.ArgumentParser:
     ap = command_parser("bench jobs", __doc__)
     ap.add_argument("--images", type=int, default=512)
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="auto", type=cpu_dtype, choices=DTYPE_CHOICES,
+                    metavar="{auto,float32,bfloat16}",
+                    help="auto: bfloat16 where the CPU has native bf16 (AMX/AVX512-BF16), else float32")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (job actor, encoder)")
     ap.add_argument("--workers", type=int, default=1, help="batch job actors")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of served load")

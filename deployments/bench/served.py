@@ -1,6 +1,6 @@
 """One command, one run, one table: model-only throughput against the served API.
 
-    python -m deployments bench served [--dtype bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--ingress haproxy|proxy]
+    python -m deployments bench served [--dtype auto|float32|bfloat16] [--seconds 20] [--usd-per-hour 0.10] [--ingress haproxy|proxy]
                             [--record docs/benchmarks.md]
 
 Builds (once, cached) a ViT-B/32-sized CLIP with random weights — speed does not depend
@@ -26,7 +26,7 @@ from ..client import wait_ready
 from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env
 from ..serving.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD
 from ..tools import command_parser
-from .common import MODEL_ID, bench_checkpoint, body, captions, photo_jpeg, record, table
+from .common import DTYPE_CHOICES, MODEL_ID, bench_checkpoint, body, captions, cpu_dtype, photo_jpeg, record, table
 from .load import LoadResult, run_alternating, run_load
 from .model import Rate, image_throughput, text_throughput
 
@@ -181,7 +181,9 @@ def encoder_stats(tower: str) -> Forwards:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = command_parser("bench served", __doc__)
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="auto", type=cpu_dtype, choices=DTYPE_CHOICES,
+                    metavar="{auto,float32,bfloat16}",
+                    help="auto: bfloat16 where the CPU has native bf16 (AMX/AVX512-BF16), else float32")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per encoder replica")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per served scenario")
     ap.add_argument("--port", type=int, default=8123)
@@ -196,6 +198,34 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-only-once", action="store_true",
                     help="measure model-only before the served runs only (quicker A/B of settings; noisier ratios)")
     return ap
+
+
+def cpu_breakdown(cpu_rows: list, ref: dict[str, ModelOnly]) -> list[list[str]]:
+    """The CPU table: per scenario (name, LoadResult, CPU seconds by role, Forwards), the
+    CPU milliseconds each process role spent per item served; a scenario where no request
+    succeeded has no per-item figures (its errors show in the throughput table)."""
+    # Where the CPU goes: core-milliseconds per item by process, over each whole load run
+    # (warm-up included, so items are counted from the measured rate over the same span).
+    # "other" is the rest of the machine's busy time: Ray's own processes (GCS, raylet,
+    # Serve controller, agents) and anything else running; "idle" is unused CPU.
+    roles = sorted({k for _, _, used, _ in cpu_rows for k in used} - {"machine", "steal"})
+    split = {k.rsplit(" ", 1)[0] for k in roles if k.endswith(tuple(THREAD_KINDS.values()))}
+    headers = [f"{k} rest" if k in split else k for k in roles]  # a split process: named threads vs the rest
+    cpu_table = [["scenario (CPU ms per item)", *headers, "other", "steal", "idle", "items per forward"]]
+    for name, r, used, forwards in cpu_rows:
+        items = r.items_per_s * (r.seconds + 3.0)  # run_load's warm-up is 3 s
+        if not items:  # no request succeeded: nothing to divide by; the table above shows its errors
+            cpu_table.append([name, *("n/a" for _ in roles), "n/a", "n/a", "n/a", ""])
+            continue
+        ours = sum(v for k, v in used.items() if k not in ("machine", "steal"))
+        idle = (os.cpu_count() or 1) * (r.seconds + 3.0) - used["machine"] - used["steal"]
+        cpu_table.append([name, *(f"{1000 * used.get(k, 0.0) / items:.1f}" for k in roles),
+                          *(f"{1000 * v / items:.1f}" for v in (used["machine"] - ours, used["steal"], idle)),
+                          f"{forwards.mean:.1f}"])
+    cpu_table.append(["model-only, best: CPU ms per image / text", *("" for _ in roles),
+                      f"{1000 / ref['image'].rate.per_cpu_s:.1f} / {1000 / ref['text'].rate.per_cpu_s:.2f}", "", "",
+                      f"{ref['image'].batch} / {ref['text'].batch}"])
+    return cpu_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         before, forwards = cpu_seconds_by_role(), encoder_stats(tower)
         result = run_load(name, url, bodies, concurrency=conc, items_per_request=per_req, seconds=args.seconds)
         after, forwards = cpu_seconds_by_role(), encoder_stats(tower) - forwards
+        print(f"served: {name}: {result.items_per_s:.1f} items/s, {result.ok} ok, errors {result.errors or 'none'}",
+              flush=True)
         results.append((result, tower, target))
         cpu_rows.append((name, result, {k: after[k] - before.get(k, 0.0) for k in after}, forwards))
     print("served: classify vs image embedding, sequential ABBA ...", flush=True)
@@ -268,25 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([r.name, f"{r.items_per_s:.1f}", f"{100 * r.items_per_s / best[tower]:.0f}%",
                      f"{1000 * r.pct(50):.1f}", f"{1000 * r.pct(99):.1f}", str(sum(r.errors.values()) or ""), target])
     best_images = max(r.items_per_s for r, t, _ in results if t == "image")
-    # Where the CPU goes: core-milliseconds per item by process, over each whole load run
-    # (warm-up included, so items are counted from the measured rate over the same span).
-    # "other" is the rest of the machine's busy time: Ray's own processes (GCS, raylet,
-    # Serve controller, agents) and anything else running; "idle" is unused CPU.
-    roles = sorted({k for _, _, used, _ in cpu_rows for k in used} - {"machine", "steal"})
-    split = {k.rsplit(" ", 1)[0] for k in roles if k.endswith(tuple(THREAD_KINDS.values()))}
-    headers = [f"{k} rest" if k in split else k for k in roles]  # a split process: named threads vs the rest
-    cpu_table = [["scenario (CPU ms per item)", *headers, "other", "steal", "idle", "items per forward"]]
-    for name, r, used, forwards in cpu_rows:
-        items = r.items_per_s * (r.seconds + 3.0)  # run_load's warm-up is 3 s
-        ours = sum(v for k, v in used.items() if k not in ("machine", "steal"))
-        idle = (os.cpu_count() or 1) * (r.seconds + 3.0) - used["machine"] - used["steal"]
-        cpu_table.append([name, *(f"{1000 * used.get(k, 0.0) / items:.1f}" for k in roles),
-                          *(f"{1000 * v / items:.1f}" for v in (used["machine"] - ours, used["steal"], idle)),
-                          f"{forwards.mean:.1f}"])
-    cpu_table.append(["model-only, best: CPU ms per image / text", *("" for _ in roles),
-                      f"{1000 / ref['image'].rate.per_cpu_s:.1f} / {1000 / ref['text'].rate.per_cpu_s:.2f}", "", "",
-                      f"{ref['image'].batch} / {ref['text'].batch}"])
-    usd = args.usd_per_hour / (best_images * 3600) * 1000 if best_images else float("nan")
+    cpu_table = cpu_breakdown(cpu_rows, ref)
+    nan = float("nan")
+    usd = args.usd_per_hour / (best_images * 3600) * 1000 if best_images else nan
     lines = [
         table(rows),
         "",
@@ -296,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "model-only after: " + "; ".join(f"{m.tower} {m.layout} {m.rate:.1f}/s" for t in model_after.values() for m in t),
         "peak RSS per replica: " + ", ".join(f"{k} {v:.2f} GB" for k, v in sorted(rss.items())),
         f"classify with 10 cached labels vs one image embedding, p50: {classify_1.pct(50) / embed_1.pct(50):.2f}x "
-        f"(min {1000 * min(classify_1.latencies):.1f} vs {1000 * min(embed_1.latencies):.1f} ms)",
+        f"(min {1000 * min(classify_1.latencies, default=nan):.1f} vs {1000 * min(embed_1.latencies, default=nan):.1f} ms)",
         f"cold start (deploy -> /ready, all replicas in parallel): {cold_start:.1f} s",
         f"load-generator CPU (same machine): {client_cores:.2f} cores on average",
         f"cost per 1,000 images at ${args.usd_per_hour:.3f}/h and {best_images:.1f} img/s: ${usd:.4f} "

@@ -39,10 +39,12 @@ def environment(values: dict[str, str]):
 
 @pytest.fixture(scope="session")
 def cluster_env() -> dict[str, str]:
-    """The ingress settings the session cluster starts with (deployments/ingress.py)."""
+    """The ingress settings the session cluster starts with (deployments/ingress.py); a
+    header timeout shorter than the product's default, so that the tests that wait it out
+    (slow-header clients, kept-alive connections idle past it) wait seconds, not tens."""
     from deployments.ingress import DEFAULT_INGRESS, ingress_env
 
-    return ingress_env(DEFAULT_INGRESS, local=True)
+    return ingress_env(DEFAULT_INGRESS, local=True, head_timeout_s=4)
 
 
 @pytest.fixture(scope="session")
