@@ -48,6 +48,24 @@ class Resources:
     gpu: str  # "optional" or "recommended"
 
 
+    def cpus(self, tower: str) -> int:
+        return self.image_cpus if tower == "image" else self.text_cpus
+
+
+# For checkpoints outside the catalogue, by the vision tower's size (millions of weights,
+# 12 x width^2 x layers): the catalogue's CPU counts for towers of that size.
+SIZE_CLASSES: tuple[tuple[str, float, Resources], ...] = (
+    ("tiny", 30, Resources(1, 1, 0.5, "optional")),
+    ("base", 150, Resources(2, 1, 1.0, "optional")),
+    ("large", float("inf"), Resources(8, 2, 3.0, "recommended")),
+)
+
+
+def size_class(vision_width: int, vision_layers: int) -> tuple[str, Resources]:
+    millions = 12 * vision_width * vision_width * vision_layers / 1e6
+    return next((name, res) for name, limit, res in SIZE_CLASSES if millions < limit)
+
+
 @dataclass(frozen=True)
 class CatalogueEntry:
     id: str
@@ -65,11 +83,14 @@ class CatalogueEntry:
         out: dict[str, Any] = {"backend": self.backend, "aliases": list(self.aliases)}
         if self.source:
             out["source"] = self.source
-        if self.onnx_dtype and data.get("backend", self.backend) == "onnx":
-            out["onnx_dtype"] = self.onnx_dtype
         if self.logit_scale is not None:
             out["logit_scale"] = self.logit_scale
-        return {k: v for k, v in out.items() if k not in data}
+        out = {k: v for k, v in out.items() if k not in data}
+        if self.onnx_dtype and data.get("backend", self.backend) == "onnx" and "onnx_dtype" not in data:
+            given = data.get("options")
+            if given is None or (isinstance(given, dict) and "onnx_dtype" not in given):
+                out["options"] = {**(given or {}), "onnx_dtype": self.onnx_dtype}
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "params_millions": self.arch.params_millions}

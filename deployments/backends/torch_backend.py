@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 # Arrays arriving through Ray's object store are read-only views; we only read them.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
-from .base import TowerInfo
+from .base import BackendOptions, DescribedBackend
 from .checkpoint import PICKLE_PATTERNS, REMOTE_CODE_PATTERNS, SERVING_FILES, Checkpoint
 from .devices import resolve_device, resolve_dtype
 
 _TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-class TorchBackend:
+class TorchOptions(BackendOptions):
+    """Options of backend `torch` (a variant's `options:` when `backend: torch`)."""
+
+    backend: Literal["torch"] = Field("torch", description="Filled in from the variant's `backend`.")
+    allow_pickle_weights: bool = Field(
+        False, description="Load pytorch_model.bin when a checkpoint has no safetensors (pickle can run code)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run the model code a checkpoint ships (config.json auto_map)."
+    )
+    torch_compile: bool = Field(
+        False, description="Compile the forwards with torch.compile (inductor) at load: a few percent more items per "
+        "core on CPU, a longer replica start (docs/benchmarks.md)."
+    )
+
+
+class TorchBackend(DescribedBackend):
     name = "torch"
+    Options = TorchOptions
 
     def __init__(self, checkpoint: Checkpoint, tower: str, device: str, dtype: str, threads: int | None,
                  allow_pickle_weights: bool = False, trust_remote_code: bool = False,
@@ -122,18 +141,16 @@ class TorchBackend:
     def embed_texts(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return self._embed(ids)
 
-    def info(self) -> TowerInfo:
-        return TowerInfo(
-            variant_id="",
-            tower=self.tower,
-            backend=self.name,
-            device=str(self.device),
-            dtype=self.dtype_name,
-            embed_dim=self.embed_dim,
-            fingerprint=self.checkpoint.fingerprint,
-            logit_scale=self.checkpoint.logit_scale(self.allow_pickle_weights),
-            param_count=sum(p.numel() for p in self.model.parameters()),
-            image_spec=self.image_spec.to_dict() if self.image_spec else None,
-            tokenizer=self.tokenizer_info,
-            extra={"compiled": self.compiled is not None},
-        )
+    @property
+    def device_name(self) -> str:
+        return str(self.device)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def own_logit_scale(self) -> float | None:
+        return self.checkpoint.logit_scale(self.allow_pickle_weights)
+
+    def extra_info(self) -> dict[str, Any]:
+        return {"compiled": self.compiled is not None}

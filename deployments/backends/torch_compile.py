@@ -1,11 +1,10 @@
 """`torch_compile: true`: a tower's forward compiled by torch.compile (inductor) at load,
 then served without ever compiling again.
 
-Why: on the 2-vCPU development machine ViT-B/32 in bf16 runs 3-6% more images and 6-7% more
-texts per CPU-second than eager, and 7% more of both served (docs/benchmarks.md; inductor's
-weight freezing measured the same, so the weights stay shared with the eager module). The
-cost, and why it is opt-in: a replica needs 29-32 s more to start with inductor's on-disk
-cache empty, 8-10 s with it warm.
+Why: on CPU the compiled forward embeds a few percent more items per CPU-second than eager,
+served too (docs/benchmarks.md has the figures; inductor's weight freezing gained nothing
+more, so the weights stay shared with the eager module). The cost, and why it is opt-in:
+a replica takes markedly longer to start, most with inductor's on-disk cache empty.
 
 One graph covers every batch size >= 2 and every text length (shapes are dynamic); batch 1
 gets its own, because dynamo specializes sizes 0 and 1. Both are compiled by warm-up calls

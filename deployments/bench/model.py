@@ -73,12 +73,9 @@ def image_throughput(folder: Path, dtype: str, threads: int, batch_sizes=(16, 32
 
 def tokenize(tower, texts: list[str]):
     """Texts -> the padded token batch (`.ids`, `.lengths`) a text replica receives."""
-    from ..preprocess.tokenizer import ClipTokenizer
-    from ..serving.payloads import pack_tokens
+    from ..engine.payloads import pack_tokens
 
-    t = tower.tokenizer_info
-    tok = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
-    return pack_tokens([e.ids for e in tok.encode(texts, truncate=True)])
+    return pack_tokens([e.ids for e in tower.tokenizer_info.tokenizer().encode(texts, truncate=True)])
 
 
 def text_throughput(folder: Path, dtype: str, threads: int, texts: list[str], batch_size=64, min_seconds=4.0,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, free_port, ingress_env
-from ..serving.proxy_admission import CALLBACK_ENV, LIMIT_ENV
+from ..serving.admission import CALLBACK_ENV, LIMIT_ENV
 from ..tools import command_parser
 from .common import replicas_import_this_checkout
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..client import wait_ready
 from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env
-from ..serving.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD
+from ..engine.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD
 from ..tools import command_parser
 from .common import DTYPE_CHOICES, MODEL_ID, bench_checkpoint, body, captions, cpu_dtype, photo_jpeg, record, table
 from .load import LoadResult, run_alternating, run_load

@@ -99,7 +99,7 @@ def combined_spec(model: Any, image_hw: tuple[int, int]) -> GraphSpec:
 def export_graph(spec: GraphSpec, path: Path, *, opset: int, exporter: str) -> str:
     """Write `spec` to `path` (weights inline or beside it); returns the exporter used.
 
-    `auto` tries the TorchScript exporter first: for CLIP it is exact and ~30x faster than
+    `auto` tries the TorchScript exporter first: for CLIP it is exact and much faster than
     the dynamo exporter, which stays the fallback once torch drops the other."""
     import torch
 

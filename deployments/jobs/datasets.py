@@ -19,7 +19,6 @@ import numpy as np
 from ..backends.base import TokenizerInfo
 from ..preprocess.image_spec import ImageSpec
 from ..preprocess.images import ImageError, ImageLimits, prepare_image
-from ..preprocess.tokenizer import ClipTokenizer
 from .contrastive import caption_groups
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -190,8 +189,7 @@ class PairEncoder:
         self.split = HeldOut(held_out[0], held_out[1]) if held_out else None
         self.keep_held_out = bool(held_out and held_out[2])
         self.spec = ImageSpec.from_dict(image_spec)
-        info = TokenizerInfo(**tokenizer)
-        self.tokenizer = ClipTokenizer(info.json, info.context_length, info.bos_id, info.eos_id, info.vocab_size)
+        self.tokenizer = TokenizerInfo(**tokenizer).tokenizer()
         self.base_dir = Path(base_dir) if base_dir else None
         self.limits = ImageLimits()
         self.skipped = 0

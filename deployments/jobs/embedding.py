@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import VariantConfig
 from ..preprocess.images import ImageError, ImageLimits, prepare_image
-from ..serving.threads import DECODE_THREAD, named_pool
+from ..engine.threads import DECODE_THREAD, named_pool
 from .datasets import DataError, image_bytes
 from .embed_inputs import InputFormat, ShardPlan, plan_shards, read_lines
 from .model_runner import ModelRunner

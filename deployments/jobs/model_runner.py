@@ -1,25 +1,25 @@
-"""A served variant run in-process for offline jobs: the same backend registry, checkpoint
-loading and tower code as the encoder replicas, and what the router learns from them
-(image preprocessing, tokenizer), so vectors equal the API's for the same dtype.
+"""A served variant run in-process for offline jobs: the engine's tower runtime (the same
+backend registry, typed backend options, checkpoint loading and forward code as the
+encoder replicas) and what the router learns from the encoders (image preprocessing,
+tokenizer), so vectors equal the API's for the same dtype.
 """
 
 from __future__ import annotations
 
-import asyncio
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 
-from ..backends.base import TowerInfo
+from ..backends.base import TowerInfo, describe
 from ..backends.checkpoint import Checkpoint
-from ..backends.registry import get_backend
-from ..config import VariantConfig
+from ..config import BatchingConfig, VariantConfig
+from ..engine.tower import TowerRuntime, load_backend
 from ..preprocess.image_spec import ImageSpec
 from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
-from ..serving.coalescer import Coalescer
-from ..serving.payloads import pack_images, pack_tokens
+
+# Concurrent batch-file requests share forward passes, one at a time (the tower uses every core).
+LOCAL_BATCH_WAIT_S = 0.002
 
 
 class ModelRunner:
@@ -28,27 +28,23 @@ class ModelRunner:
         self.threads = variant.cpu_threads or threads
         self.batch_size = batch_size
         self.checkpoint = Checkpoint.open(variant.resolved_source, variant.revision)
-        self._backend_cls = get_backend(variant.backend)
-        self._towers: dict[str, Any] = {}
-        self._infos: dict[str, TowerInfo] = {}
+        self._towers: dict[str, TowerRuntime] = {}
 
-    def tower(self, name: str) -> Any:
+    def tower(self, name: str) -> TowerRuntime:
         if name not in self._towers:
             if name not in self.variant.towers:
                 raise APIError.invalid(
                     f"model `{self.variant.id}` does not serve {name} inputs (towers: {self.variant.towers})",
                     code="unsupported_modality",
                 )
-            self._towers[name] = self._backend_cls.load(
-                self.checkpoint, name, device=self.variant.device, dtype=self.variant.dtype, threads=self.threads
-            )
-            self._infos[name] = self._towers[name].info()
+            backend = load_backend(self.variant, name, threads=self.threads, checkpoint=self.checkpoint)
+            info = describe(backend, variant_id=self.variant.id, logit_scale=self.variant.logit_scale)
+            batching = BatchingConfig(max_batch_size=self.batch_size, batch_wait_timeout_s=LOCAL_BATCH_WAIT_S)
+            self._towers[name] = TowerRuntime(backend, info, batching=batching, batches_in_flight=1)
         return self._towers[name]
 
     def info(self, name: str | None = None) -> TowerInfo:
-        name = name or next(iter(self._infos), self.variant.towers[0])
-        self.tower(name)
-        return self._infos[name]
+        return self.tower(name or next(iter(self._towers), self.variant.towers[0])).info
 
     @property
     def dtype(self) -> str:
@@ -62,64 +58,46 @@ class ModelRunner:
     def tokenizer(self) -> ClipTokenizer:
         t = self.info("text").tokenizer
         assert t is not None
-        return ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
+        return t.tokenizer()
 
     def embed_pixels(self, pixels: list[np.ndarray]) -> np.ndarray:
         """uint8 images at the input size -> float32 (N, D), L2-normalised."""
-        tower = self.tower("image")
-        return self._chunked(pixels, lambda chunk: tower.embed_images(pack_images(chunk)))
+        return self._chunked("image", pixels)
 
     def embed_sequences(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Token id sequences (BOS ... EOS) -> float32 (N, D), L2-normalised."""
-        tower = self.tower("text")
+        return self._chunked("text", sequences)
 
-        def run(chunk: list[np.ndarray]) -> np.ndarray:
-            batch = pack_tokens(chunk)
-            return tower.embed_texts(batch.ids, batch.lengths)
-
-        return self._chunked(sequences, run)
-
-    def _chunked(self, items: list[np.ndarray], fn) -> np.ndarray:
-        parts = [fn(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+    def _chunked(self, tower: str, items: list[np.ndarray]) -> np.ndarray:
+        runtime = self.tower(tower)
+        parts = [runtime.forward_items(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.info().embed_dim), dtype=np.float32)
 
 
-def _local_coalescer(runner: ModelRunner, tower: str) -> Coalescer:
-    """The router's coalescer, calling the local tower instead of an encoder replica:
-    concurrent requests share forward passes, one at a time (the tower uses every core)."""
-
-    def forward(payload: Any) -> np.ndarray:
-        backend = runner.tower(tower)
-        if tower == "image":
-            return backend.embed_images(payload)
-        return backend.embed_texts(payload.ids, payload.lengths)
-
-    async def call(payload: Any) -> np.ndarray:
-        return await asyncio.to_thread(forward, payload)
-
-    return Coalescer(call, pack_images if tower == "image" else pack_tokens,
-                     max_items=runner.batch_size, wait_s=0.002, max_inflight=1)
-
-
 class LocalVariant:
-    """The slice of serving.variants.VariantRuntime that EmbeddingService uses, backed by
-    a ModelRunner, so offline requests run through the API's own request code."""
+    """engine.variant.EmbeddingVariant over a ModelRunner's towers, so offline requests run
+    through the API's own request code (EmbeddingService)."""
 
     def __init__(self, runner: ModelRunner) -> None:
         self.runner = runner
         self.config = runner.variant
-        self.handles = {tower: None for tower in runner.variant.towers}
-        self.coalescers = {tower: _local_coalescer(runner, tower) for tower in runner.variant.towers}
 
     @property
     def id(self) -> str:
         return self.config.id
 
+    @property
+    def towers(self) -> list[str]:
+        return list(self.config.towers)
+
     def serves(self, tower: str) -> bool:
-        return tower in self.handles
+        return tower in self.config.towers
 
     async def wait_ready(self, timeout_s: float) -> None:
         return None
+
+    async def submit(self, tower: str, items: list[np.ndarray]) -> list[np.ndarray]:
+        return await self.runner.tower(tower).submit(items)
 
     @property
     def any_info(self) -> TowerInfo:

@@ -14,16 +14,13 @@ import hashlib
 import json
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ..config import LimitsConfig, RouterConfig
-from ..protocol.embeddings import EmbeddingRequest
-from ..protocol.errors import APIError
+from ..engine.embedding_service import EmbeddingService
+from ..protocol.embeddings import EmbeddingRequest, embeddings_body
+from ..protocol.errors import APIError, validation_failure
 from ..protocol.inputs import parse_input
-from ..serving.embedding_service import EmbeddingService
-from ..serving.errors import validation_error
-from ..serving.responses import embeddings_body
 from .model_runner import LocalVariant, ModelRunner
 
 ENDPOINT = "/v1/embeddings"
@@ -48,7 +45,7 @@ class BatchRequestRunner:
         try:
             request = EmbeddingRequest.model_validate(body)
         except ValidationError as exc:
-            raise validation_error(RequestValidationError(exc.errors())) from None
+            raise validation_failure(exc.errors()) from None
         if request.model not in self.names:
             raise APIError.model_not_found(request.model)
         items = parse_input(request.input, request.modality)

@@ -41,10 +41,10 @@ TEMPLATES = (
 )
 LABEL_TEMPLATE = "a {colour} {shape}"
 _SUPERSAMPLE = 2  # draw at 2x and downscale: antialiased edges, like a real photo of a shape
-# Shapes stand upright in the middle. Measured with the demo model (4x4 patches, 300
-# steps): centred and upright 90% zero-shot top-1, tilted up to 15 degrees 61%, moved
-# up to 10% of the side 29%. A ViT this small needs far more steps to learn shapes
-# wherever they sit, so placement and tilt are knobs, off by default.
+# Shapes stand upright in the middle: the demo model (4x4 patches, a few hundred steps)
+# classifies centred, upright shapes well and tilted or moved ones far worse. A ViT this
+# small needs far more steps to learn shapes wherever they sit, so placement and tilt are
+# knobs, off by default.
 POSITION_JITTER = 0.0  # how far the centre may move from the middle, as a share of the side
 MAX_TILT = 0.0  # degrees either way
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..ingress import ingress_env
-from ..serving.proxy_admission import CALLBACK_ENV, GUARD_ONLY, LIMIT_ENV
+from ..serving.admission import CALLBACK_ENV, GUARD_ONLY, LIMIT_ENV
 from .overlay import Overlay, PodShape, SecretKey
 
 HF_HOME = "/home/ray/.cache/huggingface"
@@ -37,7 +37,7 @@ def secret_env(name: str, secret: SecretKey) -> dict[str, Any]:
 
 def ingress_pod_env(overlay: Overlay) -> list[dict[str, Any]]:
     """The ingress mode, its header limits, and the shedding in Serve's HTTP servers
-    (deployments/serving/proxy_admission.py): behind HAProxy always, each router against its
+    (deployments/serving/admission.py): behind HAProxy always, each router against its
     own cap; in the Python proxies only with a `proxy_max_inflight` to cap them at (without
     one they keep the header limits only)."""
     env = ingress_env(overlay.ingress, app_dir=APP_DIR, head_timeout_s=overlay.header_timeout_s,

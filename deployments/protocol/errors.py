@@ -71,3 +71,34 @@ class APIError(Exception):
         return cls(
             503, message, type="server_error", code=code, headers={"Retry-After": str(max(1, int(retry_after_s)))}
         )
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    # pydantic adds union-member tags ("str", "list[any]") to locations; they are not fields.
+    parts = [
+        p for p in loc
+        if p not in ("body", "query", "path")
+        and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or "-" in p))
+    ]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def validation_failure(errors: list[Any]) -> APIError:
+    """A request body's validation errors (pydantic's `errors()`) as one 400 naming the first."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error")
+        return APIError.invalid(f"request body is not valid JSON{f' ({detail})' if detail else ''}", code="invalid_json")
+    param = _param_from_loc(tuple(first.get("loc", ())))
+    if param is None and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
+        return APIError.invalid("request body must be a JSON object (Content-Type: application/json)", code="invalid_json")
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return APIError.invalid(message, param=param)

@@ -1,6 +1,7 @@
 """API keys: `Authorization: Bearer <key>` on every route but an explicit public list.
 
-A pure ASGI middleware placed before the body limit and routing, so an unauthenticated
+A pure ASGI middleware placed before the body limit and routing; the public paths
+(serving/paths.py) pass without a key, so an unauthenticated
 request is answered before its body is read, any image is decoded or any URL fetched.
 Keys come from an environment variable (comma-separated) and/or a file (one per line,
 re-read when it changes, for rotation without restarts). Every presented key is compared
@@ -21,17 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import AuthConfig
 from ..protocol.errors import APIError
-from .body_limit import send_error
-from .routes.playground import ASSET_PREFIX
+from .errors import send_error
+from .paths import is_public
 
 logger = logging.getLogger("ray.serve")
 
-# Open without a key (GET/HEAD): probes, API docs, and the browser playground's files
-# (the page holds no data; its API calls carry the user's key).
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                          "/", "/favicon.ico"})
-PUBLIC_PREFIXES = (ASSET_PREFIX,)
-PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 MIN_KEY_CHARS = 16
 FILE_RECHECK_S = 5.0
 REALM = 'Bearer realm="clip-serve"'
@@ -39,23 +34,6 @@ REALM = 'Bearer realm="clip-serve"'
 
 class AuthSetupError(RuntimeError):
     """Auth is on but no usable key was found: the router refuses to start (fail closed)."""
-
-
-def route_path(scope: Scope) -> str:
-    """The path below the application's route prefix (Serve puts the prefix in root_path)."""
-    path, root = scope.get("path", "/"), scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
-    return path or "/"
-
-
-def is_public(scope: Scope) -> bool:
-    if scope.get("method") == "OPTIONS":  # CORS preflights never carry credentials
-        return True
-    if scope.get("method") not in PUBLIC_METHODS:
-        return False
-    path = route_path(scope)
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def parse_keys(text: str, separator: str | None) -> list[str]:

@@ -6,7 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import APIError
-from .errors import count_error
+from .errors import send_error
 
 
 class BodyTooLarge(HTTPException):
@@ -48,15 +48,3 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-async def send_error(send: Send, err: APIError) -> None:
-    """Answer with `err` in the envelope straight from ASGI middleware (no app involved)."""
-    import orjson
-
-    count_error(err)
-    body = orjson.dumps(err.envelope())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

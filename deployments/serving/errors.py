@@ -1,4 +1,5 @@
-"""The one place that turns exceptions into the OpenAI error envelope."""
+"""The one place that turns exceptions into the OpenAI error envelope: FastAPI's handlers,
+and `send_error` for ASGI middleware that answers before any app runs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
-from ..protocol.errors import APIError
+from ..engine.embedding_service import encoder_failure
+from ..protocol.errors import APIError, validation_failure
 from .metrics import error_status, metrics
 from .retry import replica_lost
 
@@ -31,35 +34,20 @@ def _render(exc: APIError) -> JSONResponse:
     return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)
 
 
-_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
-
-
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    # pydantic adds union-member tags ("str", "list[any]") to locations; they are not fields.
-    parts = [
-        p for p in loc
-        if p not in ("body", "query", "path")
-        and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or "-" in p))
-    ]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or None
-
-
 def validation_error(exc: RequestValidationError) -> APIError:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    if first.get("type") == "json_invalid":
-        detail = (first.get("ctx") or {}).get("error")
-        return APIError.invalid(f"request body is not valid JSON{f' ({detail})' if detail else ''}", code="invalid_json")
-    param = _param_from_loc(tuple(first.get("loc", ())))
-    if param is None and first.get("type") in ("model_attributes_type", "dict_type", "missing"):
-        return APIError.invalid("request body must be a JSON object (Content-Type: application/json)", code="invalid_json")
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return APIError.invalid(message, param=param)
+    return validation_failure(exc.errors())
+
+
+async def send_error(send: Send, err: APIError) -> None:
+    """Answer with `err` in the envelope straight from ASGI middleware (no app involved)."""
+    import orjson
+
+    count_error(err)
+    body = orjson.dumps(err.envelope())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def backend_error(exc: BaseException) -> APIError:
@@ -75,8 +63,7 @@ def backend_error(exc: BaseException) -> APIError:
         return APIError.unavailable("encoder replicas went away; retry", retry_after_s=1, code="replica_unavailable")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return APIError(504, "the encoders did not answer in time", type="server_error", code="timeout")
-    logger.error("encoder call failed: %r", exc)
-    return APIError(500, "the encoder failed on this request", type="server_error", code="encoder_error")
+    return encoder_failure(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

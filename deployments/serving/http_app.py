@@ -8,7 +8,7 @@ from .. import __version__
 from .auth import ApiKeyAuth
 from .body_limit import BodySizeLimit
 from .errors import install_error_handlers
-from .overload import AdmissionControl, Deadline
+from .admission import AdmissionControl, Deadline
 from .request_metrics import RequestMetrics
 from .responses import JSONBytes
 from .routes import classify, embeddings, health, hf_inference, models, playground, rerank, tokenize

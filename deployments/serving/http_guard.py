@@ -5,7 +5,7 @@ client sending one header line every 2 s held its connection open indefinitely, 
 16 MB header was buffered whole. Serve exposes no uvicorn setting for either, so we
 register a subclass of uvicorn's httptools protocol under uvicorn's `auto` protocol name,
 from the HTTP callback Serve calls in every HTTP server it starts before it starts
-uvicorn (deployments/serving/proxy_admission.py, `middlewares`): Serve's Python proxies,
+uvicorn (deployments/serving/admission.py, `middlewares`): Serve's Python proxies,
 and each router's own HTTP server behind HAProxy. That registration is the one place
 this project reaches into uvicorn.
 

@@ -19,7 +19,7 @@ from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from .concurrency import start_shared
+from ..engine.concurrency import start_shared
 
 Key = tuple[str, str, str]  # (variant id, fingerprint, prompt)
 # Embeds the given prompts; returns their vectors (in order) and the fingerprint of the

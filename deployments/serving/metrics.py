@@ -13,6 +13,9 @@ import re
 
 from ray.serve.metrics import Counter, Histogram
 
+from ..engine.batching import BatchHooks
+from ..engine.tower import TowerHooks
+
 LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 ITEM_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 BYTE_BUCKETS = [1e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7]
@@ -116,3 +119,33 @@ def exception_status(exc: BaseException) -> str:
     if isinstance(exc, RuntimeError):
         return "runtime_error"
     return "other"
+
+
+def _stage(tags: dict[str, str], stage: str) -> dict[str, str]:
+    return {**tags, "stage": stage}
+
+
+def router_call_hooks(tags: dict[str, str]) -> BatchHooks:
+    """A router's call coalescer for one (variant, tower): items per encoder call, their
+    wait (stage `coalesce`) and the router->encoder round trip (stage `encode`)."""
+    wait, call = _stage(tags, "coalesce"), _stage(tags, "encode")
+    return BatchHooks(
+        size=lambda n: metrics().call_items.observe(n, tags=tags),
+        wait=lambda s: metrics().queue_wait_seconds.observe(s, tags=wait),
+        duration=lambda s: metrics().stage_seconds.observe(s, tags=call),
+    )
+
+
+def encoder_tower_hooks(tags: dict[str, str]) -> TowerHooks:
+    """An encoder replica's tower: device batch sizes, their wait (stage `batch`), the
+    forward (stage `forward`), items embedded and forward failures."""
+    wait, forward = _stage(tags, "batch"), _stage(tags, "forward")
+    return TowerHooks(
+        batch=BatchHooks(
+            size=lambda n: metrics().batch_items.observe(n, tags=tags),
+            wait=lambda s: metrics().queue_wait_seconds.observe(s, tags=wait),
+            duration=lambda s: metrics().stage_seconds.observe(s, tags=forward),
+        ),
+        encoded=lambda n: metrics().encoded_items.inc(n, tags=tags),
+        failed=lambda exc: metrics().errors.inc(tags={**forward, "status": exception_status(exc)}),
+    )

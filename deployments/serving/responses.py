@@ -1,11 +1,9 @@
-"""Fast JSON responses (orjson, numpy-aware) and the embedding response body."""
+"""Fast JSON responses (orjson, numpy-aware)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.responses import JSONResponse
 
@@ -29,21 +27,3 @@ def check_echoable(value: Any, param: str) -> None:
         orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
         raise APIError.invalid(f"cannot be echoed back in the response ({exc})", param=param) from None
-
-
-def encode_vector(vector: np.ndarray, encoding_format: str) -> Any:
-    if encoding_format == "base64":
-        return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return vector
-
-
-def embeddings_body(model: str, vectors: np.ndarray, encoding_format: str, prompt_tokens: int, images: int) -> dict:
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
-            for i, v in enumerate(vectors)
-        ],
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "images": images},
-    }

@@ -1,33 +1,27 @@
-"""The ingress deployment: validates, decodes, coalesces and routes to the encoders."""
+"""The ingress replica: validates, decodes, coalesces and routes to the encoders. A plain
+class; deployments/app.py makes it Serve's ingress deployment (its own HTTP app, built by
+`__serve_build_asgi_app__`) with the options `get_deployment_options` gives."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
-
-from ..config import AppConfig
+from ..config import AppConfig, RouterConfig
+from .admission import register_router_capacity
+from .deployment_options import router_deployment_options
 from .http_app import build_http_app
-from .overload import register_router_capacity
 from .state import RouterState
 
-ROUTER_DEFAULTS: dict[str, Any] = {
-    "ray_actor_options": {"num_cpus": 1},
-    # Above router.max_concurrent_requests (192): the router answers overload itself, in
-    # the envelope; the proxy's queue below is the backstop (a plain-text 503).
-    "max_ongoing_requests": 256,
-    "max_queued_requests": 256,
-    "backpressure_config": {"status_code": 503, "retry_after_s": 1},
-}
 
-
-@serve.deployment(**ROUTER_DEFAULTS)
-@serve.ingress()
-class Router:
+class RouterReplica:
     async def __init__(self, config: dict[str, Any], encoders: dict[str, dict[str, Any]]) -> None:
         self.state = RouterState(AppConfig.model_validate(config), encoders)
         register_router_capacity(self.state.capacity)  # this process's HTTP callback sheds against it
         self.state.variants.start()
+
+    @classmethod
+    def get_deployment_options(cls, router: RouterConfig | None = None) -> dict[str, Any]:
+        return router_deployment_options(router)
 
     def __serve_build_asgi_app__(self):
         return build_http_app(self.state)

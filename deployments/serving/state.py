@@ -8,8 +8,9 @@ from fastapi import Request
 
 from ..config import AppConfig
 from .auth import KeyStore
-from .overload import Capacity
-from .embedding_service import EmbeddingService
+from .admission import Capacity
+from ..engine.embedding_service import EmbeddingService
+from .errors import backend_error
 from .label_cache import LabelCache
 from .metrics import metrics
 from .url_fetch import fetcher_from_config
@@ -29,7 +30,8 @@ class RouterState:
         self.capacity = Capacity(config.router.max_concurrent_requests)
         self.variants = VariantRegistry(config, encoders)
         self.embeddings = EmbeddingService(
-            config.limits, config.router, fetcher_from_config(config), config.image_urls.max_urls_per_request
+            config.limits, config.router, fetcher_from_config(config), config.image_urls.max_urls_per_request,
+            metrics=metrics, map_error=backend_error,
         )
         self.label_cache = LabelCache(
             config.label_cache.max_entries,

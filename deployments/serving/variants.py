@@ -1,5 +1,6 @@
 """The router's view of each served variant: its encoder handles, what the encoders
-reported about themselves (dims, preprocessing, tokenizer), and its coalescers."""
+reported about themselves (dims, preprocessing, tokenizer), and its call coalescers.
+`VariantRuntime` is the serving side of engine.variant.EmbeddingVariant."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from ..backends.base import TowerInfo
 from ..config import AppConfig, RouterConfig, VariantConfig
+from ..engine.batching import CallCoalescer, CoalescingSettings
+from ..engine.concurrency import start_shared
+from ..engine.payloads import packer
 from ..preprocess.image_spec import ImageSpec
 from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
-from .coalescer import Coalescer
-from .payloads import pack_images, pack_tokens
+from .metrics import router_call_hooks
 from .retry import input_specific, with_retries
 from .scoring import DEFAULT_LOGIT_SCALE
-from .concurrency import start_shared
 
 logger = logging.getLogger("ray.serve")
 
@@ -37,16 +41,12 @@ class VariantRuntime:
         # The weights the encoders last said they run (every encoder call reports it).
         self.fingerprint: str | None = None
         self._refreshes: dict[str, asyncio.Task] = {}
+        settings = CoalescingSettings(max_items=router.max_items_per_call, wait_s=router.coalesce_wait_ms / 1000,
+                                      max_inflight=router.max_inflight_calls, max_pending=router.max_pending_items)
         self.coalescers = {
-            tower: Coalescer(
-                self._encoder_call(tower),
-                pack_images if tower == "image" else pack_tokens,
-                max_items=router.max_items_per_call,
-                wait_s=router.coalesce_wait_ms / 1000,
-                max_inflight=router.max_inflight_calls,
-                max_pending=router.max_pending_items,
-                isolate=input_specific,
-                metric_tags={"variant": config.id, "tower": tower},
+            tower: CallCoalescer(
+                self._encoder_call(tower), packer(tower), settings, isolate=input_specific,
+                hooks=router_call_hooks({"variant": config.id, "tower": tower}),
             )
             for tower in handles
         }
@@ -109,8 +109,15 @@ class VariantRuntime:
     def ready(self) -> bool:
         return len(self.infos) == len(self.handles)
 
+    @property
+    def towers(self) -> list[str]:
+        return list(self.handles)
+
     def serves(self, tower: str) -> bool:
         return tower in self.handles
+
+    async def submit(self, tower: str, items: list[np.ndarray]) -> list[np.ndarray]:
+        return await self.coalescers[tower].submit(items)
 
     @property
     def any_info(self) -> TowerInfo | None:
@@ -143,8 +150,7 @@ class VariantRuntime:
         if info.tower == "image" and info.image_spec:
             self.image_spec = ImageSpec.from_dict(info.image_spec)
         if info.tower == "text" and info.tokenizer:
-            t = info.tokenizer
-            self.tokenizer = ClipTokenizer(t.json, t.context_length, t.bos_id, t.eos_id, t.vocab_size)
+            self.tokenizer = info.tokenizer.tokenizer()
             info.tokenizer = None  # the JSON is large; the live tokenizer is what we keep
         self.infos[info.tower] = info
         if self.fingerprint is None:
@@ -179,6 +185,8 @@ class VariantRuntime:
             "device": info.device if info else None,
             "compiled": bool(info.extra.get("compiled")) if info else None,
             "logit_scale": self.logit_scale if info else None,
+            # What each loaded tower's replica was granted (Ray resources, e.g. {"CPU": 2.0}).
+            "resources": {tower: i.resources for tower, i in self.infos.items()},
         }
 
 

@@ -18,8 +18,8 @@ from ..protocol.errors import APIError
 from ..protocol.inputs import Item, TextItem
 from ..protocol.labels import PromptLimits, PromptSet
 from . import scoring
-from .concurrency import gather_or_cancel
-from .embedding_service import READY_WAIT_S, EmbeddingService
+from ..engine.concurrency import gather_or_cancel
+from ..engine.embedding_service import READY_WAIT_S, EmbeddingService
 from .label_cache import LabelCache
 from .variants import VariantRuntime
 

@@ -69,7 +69,7 @@ def test_two_batches_in_flight_keep_working_while_one_forward_is_busy(ray_sessio
 
     from ray import serve
 
-    from deployments.serving.encoder import ImageEncoder
+    from deployments.app import ImageEncoder
 
     variant = {"id": "overlap", "source": str(model_dir), "device": "cpu", "dtype": "float32", "batches_in_flight": 2}
     actor = {"num_cpus": 0.25, "runtime_env": {"env_vars": {"CLIP_SERVE_TEST_HOOKS": "1"}}}
@@ -96,7 +96,7 @@ def test_two_batches_in_flight_keep_working_while_one_forward_is_busy(ray_sessio
 
 
 def test_batches_in_flight_policy():
-    from deployments.serving.encoder import cpu_batches_in_flight
+    from deployments.engine.tower import cpu_batches_in_flight
 
     assert cpu_batches_in_flight("auto", "torch", 2) == 2  # two forwards of one thread each
     assert cpu_batches_in_flight("auto", "torch", 1) == 1
@@ -108,7 +108,7 @@ def test_knobs_left_out_keep_the_towers_own_defaults(ray_session, model_dir):
     """A user_config that sets only the wait keeps max_batch_size at the tower's default
     (64 for text, 32 for images), both at build time and when retuned live."""
     from deployments.config import VariantConfig
-    from deployments.serving.encoder import TextEncoder
+    from deployments.app import TextEncoder
 
     options = VariantConfig(id="t", text_deployment={"user_config": {"batch_wait_timeout_s": 0.0}}).deployment_options("text")
     assert options.to_options()["user_config"] == {"batch_wait_timeout_s": 0.0}

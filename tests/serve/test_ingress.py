@@ -14,7 +14,7 @@ from support.helpers import listening_command_line, listening_process
 
 from deployments.http_limits import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES
 from deployments.ingress import LAUNCHER, DEFAULT_INGRESS, haproxy_binary, ingress_env, resolve_ingress
-from deployments.serving.proxy_admission import CALLBACK, CALLBACK_ENV
+from deployments.serving.admission import CALLBACK, CALLBACK_ENV
 
 HAPROXY_FLAGS = ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")
 

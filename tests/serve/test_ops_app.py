@@ -15,7 +15,7 @@ from support.helpers import HUB_ID, cosine, data_uri, encode, natural_image
 
 from deployments.launch import app_config
 from deployments.launch import deploy as apply
-from deployments.serving.payloads import TokenBatch
+from deployments.engine.payloads import TokenBatch
 
 OPS = "ops"
 WIDE_IMAGE = "ImageEncoder:local--tiny-wide"

@@ -21,7 +21,7 @@ from deployments.backends.torch_compile import CompileError, cpu_compiler_availa
 from deployments.checkpoint_builder import build_clip_checkpoint
 from deployments.config import VariantConfig
 from deployments.preprocess.images import ImageLimits, prepare_image
-from deployments.serving.payloads import pack_tokens
+from deployments.engine.payloads import pack_tokens
 
 # Inductor turns graphs into C++ on CPU; without a compiler the option fails at load, which
 # test_a_failed_compile_says_how_to_serve_without_it checks on any machine.

@@ -17,7 +17,7 @@ from deployments.catalogue import CATALOGUE, markdown_table
 from deployments.config import parse_app_config
 from deployments.export.onnx_export import export_onnx
 from deployments.preprocess.tokenizer import ClipTokenizer
-from deployments.serving.payloads import pack_tokens
+from deployments.engine.payloads import pack_tokens
 
 SEED_MODELS = {"openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",
                "openai/clip-vit-large-patch14-336", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.serving.coalescer import Coalescer
+from deployments.engine.batching import Coalescer
 
 
 class RecordingEncoder:

@@ -55,7 +55,7 @@ def test_the_gpu_scenario_runs_without_ray():
     """The lent GPU machine has torch and transformers but no Ray: the scenario and what
     it imports must not need it (`python3 -m deployments bench gpu` from the repo root)."""
     lazy = ["backends.checkpoint", "backends.torch_backend", "backends.torch_compile", "checkpoint_builder", "demo",
-            "preprocess.images", "preprocess.tokenizer", "serving.payloads"]  # what the run imports later
+            "preprocess.images", "preprocess.tokenizer", "engine.payloads"]  # what the run imports later
     imports = "".join(f"import deployments.{name}\n" for name in ["bench.gpu", *lazy])
     proc = python(BLOCK_RAY + imports + "from deployments.__main__ import main\n"
                   "try:\n    main(['bench', 'gpu', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"

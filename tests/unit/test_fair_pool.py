@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 
-from deployments.serving.fair_pool import FairPool
+from deployments.engine.fair_pool import FairPool
 
 
 def test_a_long_call_leaves_room_for_another():

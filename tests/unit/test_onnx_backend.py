@@ -20,7 +20,7 @@ from deployments.backends.onnx_layout import TOWER_GRAPH, graph_file, graph_patt
 from deployments.backends.torch_backend import TorchBackend
 from deployments.preprocess.images import ImageLimits, prepare_image
 from deployments.preprocess.tokenizer import ClipTokenizer
-from deployments.serving.payloads import pack_tokens
+from deployments.engine.payloads import pack_tokens
 
 TEXTS = ["a photo of a cat", "a diagram", "an extremely long caption " * 20, "x"]
 

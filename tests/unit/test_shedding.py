@@ -9,8 +9,7 @@ import time
 
 import httpx
 
-from deployments.serving.overload import AdmissionControl, Capacity, Deadline
-from deployments.serving.proxy_admission import middlewares
+from deployments.serving.admission import AdmissionControl, Capacity, Deadline, middlewares
 
 
 class SlowApp:
@@ -84,11 +83,11 @@ def test_proxy_cap_sheds_without_touching_the_app_and_spares_serve_and_probe_pat
 def test_in_a_router_process_the_serve_callback_applies_the_routers_cap_once(monkeypatch):
     """Direct ingress: Serve runs the callback in the router's own HTTP server, in front of
     the app whose AdmissionControl holds the same Capacity: counted once, shed outside."""
-    from deployments.serving import overload
+    from deployments.serving import admission
 
     monkeypatch.setenv("CLIP_SERVE_PROXY_MAX_INFLIGHT", "100")  # a proxy's cap: not what applies here
     router_cap = Capacity(limit=3)
-    monkeypatch.setattr(overload, "_router_capacity", router_cap)
+    monkeypatch.setattr(admission, "_router_capacity", router_cap)
     slow = SlowApp(0.5)
     app = AdmissionControl(slow, router_cap)  # the router app's own admission, same cap
     (middleware,) = middlewares()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.serving.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD, named_pool
+from deployments.engine.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD, named_pool
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OS thread names are read from /proc")

@@ -11,7 +11,7 @@ from support.helpers import cosine, encode, natural_image
 from deployments.backends.checkpoint import Checkpoint, CheckpointError
 from deployments.backends.torch_backend import TorchBackend
 from deployments.preprocess.images import ImageLimits, prepare_image
-from deployments.serving.payloads import pack_tokens
+from deployments.engine.payloads import pack_tokens
 
 
 @pytest.fixture(scope="module")

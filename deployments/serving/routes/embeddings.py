@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import Depends
 
-from ...protocol.embeddings import EmbeddingRequest, EmbeddingResponse
+from ...protocol.embeddings import EmbeddingRequest, EmbeddingResponse, embeddings_body
 from ...protocol.inputs import parse_input
-from ..embedding_service import READY_WAIT_S
-from ..responses import JSONBytes, embeddings_body
+from ...engine.embedding_service import READY_WAIT_S
+from ..responses import JSONBytes
 from ..state import RouterState, get_state
 from . import ERROR_RESPONSES, api_router
 

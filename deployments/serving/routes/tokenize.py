@@ -7,7 +7,7 @@ from fastapi import Depends
 from ...protocol.errors import APIError
 from ...protocol.inputs import parse_input
 from ...protocol.tokenize import TokenizeRequest, TokenizeResponse
-from ..embedding_service import READY_WAIT_S
+from ...engine.embedding_service import READY_WAIT_S
 from ..responses import JSONBytes
 from ..state import RouterState, get_state
 from . import ERROR_RESPONSES, api_router

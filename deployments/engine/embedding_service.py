@@ -1,15 +1,19 @@
-"""Items -> embeddings: tokenize texts, decode images, send both towers' work through the
-coalescers concurrently, and put the vectors back in input order.
+"""Items -> embeddings: tokenize texts, decode images, send both towers' work to the
+variant concurrently, and put the vectors back in input order.
 
-Every endpoint (embeddings, classify, rerank, similarity) goes through `embed`, so limits,
-error mapping and batching behave the same everywhere.
+Every endpoint (embeddings, classify, rerank, similarity) and the offline batch job go
+through `embed`, so limits, error mapping and batching behave the same everywhere. What
+it needs from a variant is `EmbeddingVariant` (engine/variant.py). Metrics go to the
+`metrics` object the caller passes (serving: its Prometheus metrics), none by default.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
 
@@ -23,12 +27,11 @@ from ..preprocess.url_policy import UrlRejected
 from ..protocol.errors import APIError
 from ..protocol.inputs import ImageItem, Item, TextItem
 from .concurrency import gather_or_cancel
-from .errors import backend_error
 from .fair_pool import FairPool
-from .metrics import metrics
 from .threads import DECODE_THREAD, TOKENIZE_THREAD
-from .url_fetch import UrlFetcher
-from .variants import VariantRuntime
+from .variant import EmbeddingVariant
+
+logger = logging.getLogger("ray.serve")
 
 READY_WAIT_S = 10.0
 # One tokenizer task: small enough that a request's texts interleave with others' in the
@@ -63,6 +66,33 @@ def text_chunks(items: list[Item]) -> list[list[Item]]:
     return chunks
 
 
+class ImageFetcher(Protocol):
+    def fetch(self, url: str) -> Awaitable[bytes]: ...
+
+
+class _NullMetric:
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        pass
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        pass
+
+
+class NullMetrics:
+    """Records nothing; stands in for serving's metrics (any metric attribute)."""
+
+    def __getattr__(self, name: str) -> _NullMetric:
+        return _NullMetric()
+
+
+def encoder_failure(exc: BaseException) -> APIError:
+    """A failed forward as the client sees it (serving maps its own transport errors first)."""
+    if isinstance(exc, APIError):
+        return exc
+    logger.error("encoder call failed: %r", exc)
+    return APIError(500, "the encoder failed on this request", type="server_error", code="encoder_error")
+
+
 def first_failure(results: list) -> None:
     """Raise the first exception among pool results (input order)."""
     for result in results:
@@ -71,8 +101,9 @@ def first_failure(results: list) -> None:
 
 
 class EmbeddingService:
-    def __init__(self, limits: LimitsConfig, router: RouterConfig, fetcher: UrlFetcher | None = None,
-                 max_urls_per_request: int = 0) -> None:
+    def __init__(self, limits: LimitsConfig, router: RouterConfig, fetcher: ImageFetcher | None = None,
+                 max_urls_per_request: int = 0, *, metrics: Callable[[], Any] = NullMetrics,
+                 map_error: Callable[[BaseException], APIError] = encoder_failure) -> None:
         self.limits = limits
         self.image_limits = ImageLimits(
             max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels,
@@ -85,6 +116,8 @@ class EmbeddingService:
         self._tokenize_pool = FairPool(router.tokenize_threads, TOKENIZE_THREAD)
         self.fetcher = fetcher  # None: image URLs are refused (decode_image_source says so)
         self.max_urls_per_request = max_urls_per_request
+        self._metrics = metrics  # called per use: serving's metrics live per process
+        self._map_error = map_error
 
     def check_count(self, items: list[Item], param: str = "input") -> None:
         if len(items) > self.limits.max_items_per_request:
@@ -92,35 +125,35 @@ class EmbeddingService:
                 f"{len(items)} inputs exceed the limit of {self.limits.max_items_per_request} per request", param=param
             )
 
-    async def embed(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> Embedded:
+    async def embed(self, variant: EmbeddingVariant, items: list[Item], truncate: bool) -> Embedded:
         self.check_count(items)
         return await self.embed_items(variant, items, truncate)
 
-    async def embed_items(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> Embedded:
+    async def embed_items(self, variant: EmbeddingVariant, items: list[Item], truncate: bool) -> Embedded:
         """`embed` without the per-request item limit, for the server's own item sets (label prompts)."""
         texts = [(i, it) for i, it in enumerate(items) if not isinstance(it, ImageItem)]
         images = [(i, it) for i, it in enumerate(items) if isinstance(it, ImageItem)]
         for tower, group in (("text", texts), ("image", images)):
             if group and not variant.serves(tower):
                 raise APIError.invalid(
-                    f"model `{variant.id}` does not serve {tower} inputs (towers: {list(variant.handles)})",
+                    f"model `{variant.id}` does not serve {tower} inputs (towers: {list(variant.towers)})",
                     param=group[0][1].param,
                     code="unsupported_modality",
                 )
         await variant.wait_ready(READY_WAIT_S)
-        metrics().request_items.observe(len(items), tags={"variant": variant.id})
+        self._metrics().request_items.observe(len(items), tags={"variant": variant.id})
 
         sequences = await self._tokenize(variant, [it for _, it in texts], truncate)
         pixels = await self._decode_images(variant, [it for _, it in images])
         jobs = []
         if sequences:
-            jobs.append(variant.coalescers["text"].submit(sequences))
+            jobs.append(variant.submit("text", sequences))
         if pixels:
-            jobs.append(variant.coalescers["image"].submit(pixels))
+            jobs.append(variant.submit("image", pixels))
         try:
             results = await gather_or_cancel(*jobs)
         except Exception as exc:
-            raise backend_error(exc) from None
+            raise self._map_error(exc) from None
 
         rows: list[np.ndarray | None] = [None] * len(items)
         for group, vectors in zip([g for g in (texts, images) if g], results):
@@ -132,7 +165,7 @@ class EmbeddingService:
             images=len(pixels),
         )
 
-    async def _tokenize(self, variant: VariantRuntime, items: list[Item], truncate: bool) -> list[np.ndarray]:
+    async def _tokenize(self, variant: EmbeddingVariant, items: list[Item], truncate: bool) -> list[np.ndarray]:
         if not items:
             return []
         started = time.perf_counter()
@@ -143,12 +176,12 @@ class EmbeddingService:
             self.items.tokenize, [(tokenizer, chunk, truncate) for chunk in text_chunks(items)]
         )
         first_failure(results)
-        metrics().stage_seconds.observe(
+        self._metrics().stage_seconds.observe(
             time.perf_counter() - started, tags={"variant": variant.id, "tower": "text", "stage": "tokenize"}
         )
         return [ids for chunk in results for ids in chunk]
 
-    async def token_ids(self, variant: VariantRuntime, items: list[TextItem]) -> list[list[int]]:
+    async def token_ids(self, variant: EmbeddingVariant, items: list[TextItem]) -> list[list[int]]:
         """Each text's ids (BOS ... EOS) before any truncation, for /v1/tokenize."""
         tokenizer = variant.tokenizer
         assert tokenizer is not None
@@ -159,7 +192,7 @@ class EmbeddingService:
         first_failure(results)
         return [ids for chunk in results for ids in chunk]
 
-    async def check_texts(self, variant: VariantRuntime, items: list[TextItem], truncate: bool) -> None:
+    async def check_texts(self, variant: EmbeddingVariant, items: list[TextItem], truncate: bool) -> None:
         """Raise the 4xx that `embed` would raise for these texts, without embedding them."""
         if truncate:  # nothing but the character limits can fail
             self.items.check_chars(items)
@@ -178,7 +211,7 @@ class EmbeddingService:
         started = time.perf_counter()
         return resize_and_crop(decode_rgb(opened), spec), time.perf_counter() - started
 
-    async def _decode_images(self, variant: VariantRuntime, items: list[ImageItem]) -> list[np.ndarray]:
+    async def _decode_images(self, variant: EmbeddingVariant, items: list[ImageItem]) -> list[np.ndarray]:
         if not items:
             return []
         spec = variant.image_spec
@@ -192,7 +225,7 @@ class EmbeddingService:
         decoded = self._raise_image_errors(
             items, await self._decode_pool.map(self._decode, [(image, spec) for image, _, _ in opened])
         )
-        m, by_variant = metrics(), {"variant": variant.id}
+        m, by_variant = self._metrics(), {"variant": variant.id}
         stage = {"variant": variant.id, "tower": "image", "stage": "decode"}
         for (image, nbytes, open_seconds), (_, seconds) in zip(opened, decoded):
             m.image_bytes.observe(nbytes, tags=by_variant)

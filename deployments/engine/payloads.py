@@ -1,13 +1,16 @@
-"""What travels between router and encoders: uint8 image stacks and padded token batches.
+"""What travels between router and encoders, and into a forward: uint8 image stacks and
+padded token batches.
 
-Both sides use these helpers: the router packs coalesced items into one call, the
-encoder unpacks calls into items and packs what queued into device batches.
+The router packs coalesced items into one call, the encoder unpacks calls into items and
+packs what queued into device batches, the jobs pack chunks; `packer(tower)` is the one
+place that chooses how a tower's items are packed, and `forward` the one place that
+dispatches a payload to the backend method for its type.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -24,6 +27,7 @@ class TokenBatch:
 
 
 Payload = Union[np.ndarray, TokenBatch]  # images: uint8 (N, H, W, 3)
+Pack = Callable[[list[np.ndarray]], Payload]
 
 
 def pack_images(images: list[np.ndarray]) -> np.ndarray:
@@ -38,6 +42,14 @@ def pack_tokens(sequences: list[np.ndarray]) -> TokenBatch:
     return TokenBatch(ids, lengths)
 
 
+_PACKERS: dict[str, Pack] = {"image": pack_images, "text": pack_tokens}
+
+
+def packer(tower: str) -> Pack:
+    """How `tower`'s items (uint8 images, or token id sequences) become one payload."""
+    return _PACKERS[tower]
+
+
 def unpack_payload(payload: Payload) -> list[np.ndarray]:
     """A packed call back into its items (views, no copies): image arrays or id sequences."""
     if isinstance(payload, TokenBatch):
@@ -47,3 +59,10 @@ def unpack_payload(payload: Payload) -> list[np.ndarray]:
 
 def payload_len(payload: Payload) -> int:
     return len(payload)
+
+
+def forward(backend: Any, payload: Payload) -> np.ndarray:
+    """One forward of `backend` (a TowerBackend) over a packed payload: float32 (N, D)."""
+    if isinstance(payload, TokenBatch):
+        return backend.embed_texts(payload.ids, payload.lengths)
+    return backend.embed_images(payload)
