@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +28,7 @@ CAPTION_FILES = ("metadata.jsonl", "metadata.csv", "captions.jsonl", "captions.c
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "path", "file", "filename")
 TEXT_COLUMNS = ("text", "caption")
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+FOOTER_ACTORS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"  # Ray Data's knob: see PairSource.dataset
 logger = logging.getLogger(__name__)
 
 
@@ -142,7 +144,19 @@ class PairSource:
 
         names = pq.ParquetDataset(str(self.table_path)).schema.names
         image, text = self._columns(names)
-        ds = ray.data.read_parquet(str(self.table_path), columns=[image, text])
+        # Ray Data reads parquet footers on a pool of actors, 32 whatever the number of files,
+        # and starts it anew for every pass (each epoch, and the held-out set's each time):
+        # on a small machine starting those processes took far longer than reading a few
+        # files. One reader per file, up to Ray's default; FOOTER_ACTORS_ENV, if set, wins.
+        # (Ray reads it when the read is planned, here in the driver.)
+        readers = os.environ.get(FOOTER_ACTORS_ENV) or str(max(1, min(32, len(_parquet_files(self.table_path)))))
+        saved = os.environ.get(FOOTER_ACTORS_ENV)
+        os.environ[FOOTER_ACTORS_ENV] = readers
+        try:
+            ds = ray.data.read_parquet(str(self.table_path), columns=[image, text])
+        finally:
+            if saved is None:
+                os.environ.pop(FOOTER_ACTORS_ENV, None)
         return ds.rename_columns({image: "image", text: "text"}) if (image, text) != ("image", "text") else ds
 
     def count(self) -> int:

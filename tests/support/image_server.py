@@ -67,6 +67,11 @@ class ImageServer:
         self._stop = asyncio.Event()
         self._ready.set()
         await self._stop.wait()
+        # Handlers still sleeping (slow answers the fetcher abandoned) would hold cleanup
+        # until they end: cancel them, so the server stops at once.
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
         await runner.cleanup()
 
     @web.middleware
