@@ -79,7 +79,7 @@ def cpu_seconds_by_role() -> dict[str, float]:
             total = _cpu_ticks(Path(f"/proc/{pid}/stat")) / tick
         except OSError:
             continue
-        # Named worker threads (deployments/serving/threads.py) get their own column; the
+        # Named worker threads (deployments/engine/threads.py) get their own column; the
         # process's column keeps the rest (request handling, Ray's threads, exited threads).
         for task in Path(f"/proc/{pid}/task").glob("*"):
             try:

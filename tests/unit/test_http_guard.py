@@ -105,13 +105,15 @@ def test_kept_alive_connections_with_large_heads_and_bodies_keep_working(port):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     headers = {"x-pad": "p" * (LIMIT - 200)}
     try:
-        for body in (b"", b"b" * 100_000, b"c" * 10):
+        sock = None
+        for i, body in enumerate((b"", b"b" * 100_000, b"c" * 10)):
+            if i:
+                time.sleep(1.3)  # idle past the header timeout before the next request
             conn.request("POST", "/", body=body, headers=headers)
+            assert sock is None or conn.sock is sock  # the same connection as before
             sock = conn.sock
             r = conn.getresponse()
             assert r.status == 200 and r.read() == b"%d" % len(body)
-            time.sleep(1.3)
-            assert conn.sock is sock
     finally:
         conn.close()
 
