@@ -95,8 +95,9 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 def _nest_backend_options(data: Any) -> Any:
     """Fill in `options.backend` from the variant's `backend`, and move backend options
     written directly on the variant (the layout before `options:`) into `options`, with a
-    DeprecationWarning. A flat option of another backend is an error when it is set to
-    anything but its default, as it always was."""
+    FutureWarning (Python shows it to whoever runs the server; a DeprecationWarning raised
+    in a library is hidden by default). A flat option of another backend is an error when
+    it is set to anything but its default, as it always was."""
     if not isinstance(data, dict):
         return data
     backend = data.get("backend", "torch")
@@ -111,7 +112,7 @@ def _nest_backend_options(data: Any) -> Any:
         value = data.pop(name)
         if backend in owners:
             warnings.warn(f"variant {data.get('id')!r}: `{name}` directly on a variant is deprecated; "
-                          f"write it under `options:`", DeprecationWarning, stacklevel=2)
+                          f"write it under `options:`", FutureWarning, stacklevel=2)
             options[name] = value
         elif value != _OPTIONS_MODELS[owners[0]].model_fields[name].default:
             raise ValueError(f"{name} applies to backend {owners[0]!r}, not {backend!r}")

@@ -31,8 +31,8 @@ from .served import wait_ready
 RUNTIMES = {
     "torch fp32": ("torch", {"dtype": "float32"}, {"dtype": "float32"}),
     "torch bf16": ("torch", {"dtype": "bfloat16"}, {"dtype": "bfloat16"}),
-    "onnx fp32": ("onnx", {"onnx_dtype": "fp32"}, {"dtype": "float32", "onnx_dtype": "fp32"}),
-    "onnx int8": ("onnx", {"onnx_dtype": "q8"}, {"dtype": "float32", "onnx_dtype": "q8"}),
+    "onnx fp32": ("onnx", {"options": {"onnx_dtype": "fp32"}}, {"dtype": "float32", "onnx_dtype": "fp32"}),
+    "onnx int8": ("onnx", {"options": {"onnx_dtype": "q8"}}, {"dtype": "float32", "onnx_dtype": "q8"}),
 }
 
 

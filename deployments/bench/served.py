@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = bench_checkpoint()
     texts = captions(256)
     options = {"torch_compile": True} if args.torch_compile else {}
-    overrides = [*args.set, *(["variant.torch_compile=true"] if args.torch_compile else [])]
+    overrides = [*args.set, *(['variant.options={"torch_compile": true}'] if args.torch_compile else [])]
     print(f"model-only (before), {args.dtype}, {args.threads} threads ...", flush=True)
     model_before = model_only(folder, args.dtype, args.threads, texts, **options)
 

@@ -20,7 +20,7 @@ def test_options_nest_under_the_backend_they_belong_to():
 
 
 def test_flat_options_still_load_with_a_deprecation_warning():
-    with pytest.warns(DeprecationWarning, match="onnx_dtype"):
+    with pytest.warns(FutureWarning, match="deprecated.*onnx_dtype|onnx_dtype.*deprecated"):
         flat = variant(backend="onnx", onnx_dtype="q8")
     assert flat.options == variant(backend="onnx", options={"onnx_dtype": "q8"}).options
 
