@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import sys
 import threading
 
 from aiohttp import web
@@ -38,7 +39,13 @@ class ImageServer:
 
     def __exit__(self, *exc) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+        self._thread.join(2)
+        if self._thread.is_alive():  # a daemon thread: it cannot outlive the run; say where it is stuck
+            import traceback
+            import warnings
+
+            frame = sys._current_frames().get(self._thread.ident)
+            warnings.warn("image server still stopping after 2 s:\n" + "".join(traceback.format_stack(frame)))
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
