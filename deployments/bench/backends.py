@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from ..tools import command_parser
-from .common import bench_checkpoint, body, captions, command, commit, machine, photo_jpeg, table
+from .common import (bench_checkpoint, body, captions, command, commit, machine, photo_jpeg,
+    replicas_import_this_checkout, table)
 from .load import run_load
 from .model import image_throughput, text_throughput
 from .served import wait_ready
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     before = measure_model_only("before")
 
     import ray
+
+    replicas_import_this_checkout()  # the replicas run the code this run measures
 
     from ..launch import app_config, deploy
 

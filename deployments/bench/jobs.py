@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from ..tools import command_parser
-from .common import DTYPE_CHOICES, MODEL_ID, REPO, bench_checkpoint, body, cpu_dtype, photo_jpeg, record, table
+from .common import (DTYPE_CHOICES, MODEL_ID, REPO, bench_checkpoint, body, cpu_dtype, photo_jpeg, record,
+    replicas_import_this_checkout, table)
 from .load import run_load
 from .model import image_throughput
 from .served import app_args, wait_ready
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     model_only, model_bs, _ = image_throughput(folder, args.dtype, args.threads, batch_sizes=(32,))
 
     import ray
+
+    replicas_import_this_checkout()  # the replicas run the code this run measures
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})

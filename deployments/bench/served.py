@@ -26,7 +26,8 @@ from ..client import wait_ready
 from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env
 from ..engine.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD
 from ..tools import command_parser
-from .common import DTYPE_CHOICES, MODEL_ID, bench_checkpoint, body, captions, cpu_dtype, photo_jpeg, record, table
+from .common import (DTYPE_CHOICES, MODEL_ID, bench_checkpoint, body, captions, cpu_dtype, photo_jpeg, record,
+    replicas_import_this_checkout, table)
 from .load import LoadResult, run_alternating, run_load
 from .model import Rate, image_throughput, text_throughput
 
@@ -239,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     model_before = model_only(folder, args.dtype, args.threads, texts, **options)
 
     import ray
+
+    replicas_import_this_checkout()  # the replicas run the code this run measures
 
     from ..launch import app_config, deploy
 
