@@ -149,14 +149,16 @@ class PairSource:
         # on a small machine starting those processes took far longer than reading a few
         # files. One reader per file, up to Ray's default; FOOTER_ACTORS_ENV, if set, wins.
         # (Ray reads it when the read is planned, here in the driver.)
-        readers = os.environ.get(FOOTER_ACTORS_ENV) or str(max(1, min(32, len(_parquet_files(self.table_path)))))
-        saved = os.environ.get(FOOTER_ACTORS_ENV)
-        os.environ[FOOTER_ACTORS_ENV] = readers
+        chosen = os.environ.get(FOOTER_ACTORS_ENV)
+        if not chosen:
+            os.environ[FOOTER_ACTORS_ENV] = str(max(1, min(32, len(_parquet_files(self.table_path)))))
         try:
             ds = ray.data.read_parquet(str(self.table_path), columns=[image, text])
         finally:
-            if saved is None:
+            if chosen is None:
                 os.environ.pop(FOOTER_ACTORS_ENV, None)
+            elif not chosen:
+                os.environ[FOOTER_ACTORS_ENV] = chosen  # as it was: empty
         return ds.rename_columns({image: "image", text: "text"}) if (image, text) != ("image", "text") else ds
 
     def count(self) -> int:
