@@ -1,5 +1,6 @@
-"""Find a checkpoint (local folder or Hugging Face hub id via the HF cache) and read the
-metadata every backend shares: config, image preprocessing, tokenizer, temperature.
+"""Find a checkpoint (local folder, OpenAI .pt archive, or Hugging Face hub id via the HF
+cache) and read the metadata every backend shares: config, image preprocessing, tokenizer,
+temperature, in any of the layouts `clip_layouts.py` reads.
 
 Hub ids go through huggingface_hub.snapshot_download, so HF_HOME, HF_HUB_OFFLINE and
 HF_TOKEN work as users expect; with the hub offline, a cached snapshot is used.
@@ -10,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..preprocess.image_spec import ImageSpec
+from . import clip_layouts as layouts
 from .base import TokenizerInfo
 
 # What every backend needs from a repository: config, tokenizer and preprocessing.
@@ -28,6 +30,8 @@ METADATA_FILES = [
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+    # open_clip's layout: read first, to choose which weights a hub download fetches.
+    layouts.OPEN_CLIP_CONFIG,
 ]
 # What the torch backend serves; the hub repos also carry flax/tf/pickle/onnx weights.
 SERVING_FILES = [
@@ -47,6 +51,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found or is incomplete; the message names what is missing."""
 
 
+def _weights_patterns(layout: str, allow_patterns: list[str]) -> list[str]:
+    """What a hub download fetches for a layout: transformers' files as the backend asked,
+    or open_clip's weights (its pickle copy only where the backend may read pickle)."""
+    if layout != layouts.OPEN_CLIP:
+        return allow_patterns
+    pickle = [layouts.OPEN_CLIP_PICKLE] if any(p in allow_patterns for p in PICKLE_PATTERNS) else []
+    return [*METADATA_FILES, layouts.OPEN_CLIP_WEIGHTS, *pickle]
+
+
 def _looks_local(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
 
@@ -55,6 +68,8 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
     """A hub id or local folder -> a local folder holding the checkpoint's files."""
     if _looks_local(source):
         path = Path(source).expanduser()
+        if path.is_file() and path.suffix == ".pt":
+            return path.resolve()  # one OpenAI archive
         if not path.is_dir():
             raise CheckpointError(f"checkpoint folder {source!r} does not exist")
         return path.resolve()
@@ -103,26 +118,115 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 @dataclass
 class Checkpoint:
-    path: Path
+    path: Path  # the folder holding the files
     source: str
     revision: str | None = None
+    layout: str = layouts.TRANSFORMERS  # clip_layouts: transformers, open_clip or openai
+    archive: Path | None = None  # openai layout: the .pt file
 
     @classmethod
     def open(cls, source: str, revision: str | None = None, allow_patterns: list[str] | None = None) -> Checkpoint:
-        """`allow_patterns`: which repository files a hub download fetches (default: SERVING_FILES)."""
-        ckpt = cls(resolve_source(source, revision, allow_patterns), source, revision)
-        if not (ckpt.path / "config.json").is_file():
-            raise CheckpointError(f"checkpoint {source!r} ({ckpt.path}) has no config.json")
-        return ckpt
+        """`allow_patterns`: which repository files a hub download fetches (default: SERVING_FILES);
+        for open_clip's layout, its own weight files instead of transformers'."""
+        patterns = allow_patterns or SERVING_FILES
+        if _looks_local(source):
+            found = resolve_source(source, revision)
+        else:
+            # Metadata first, so that a repository with both layouts' weights downloads one.
+            found = resolve_source(source, revision, METADATA_FILES)
+        folder = found.parent if found.is_file() else found
+        layout = layouts.OPENAI if found.is_file() else layouts.detect_layout(folder)
+        if layout is None:
+            raise CheckpointError(
+                f"checkpoint {source!r} ({folder}) has no config.json (transformers layout), "
+                f"{layouts.OPEN_CLIP_CONFIG} (open_clip) or .pt archive (OpenAI's release files)")
+        if not _looks_local(source):
+            folder = resolve_source(source, revision, _weights_patterns(layout, patterns))
+        archive = None
+        if layout == layouts.OPENAI:
+            archive = found if found.is_file() else cls._one_archive(source, folder)
+        return cls(folder, source, revision, layout, archive)
+
+    @staticmethod
+    def _one_archive(source: str, folder: Path) -> Path:
+        found = layouts.openai_archives(folder)
+        if len(found) > 1:
+            raise CheckpointError(f"checkpoint folder {source!r} holds several OpenAI archives "
+                                  f"({', '.join(p.name for p in found)}); point `source` at one of them")
+        return found[0]
 
     def fetch(self, allow_patterns: list[str]) -> None:
         """Bring more files of a hub checkpoint into the same snapshot (no-op for folders)."""
         if not _looks_local(self.source):
-            self.path = resolve_source(self.source, self.revision, allow_patterns)
+            self.path = resolve_source(self.source, self.revision, _weights_patterns(self.layout, allow_patterns))
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        return _read_json(self.path / "config.json")
+        """config.json; for the other layouts, the transformers CLIPConfig equivalent of
+        their architecture (ClipArch.hf_config)."""
+        if self.layout == layouts.TRANSFORMERS:
+            if not (self.path / "config.json").is_file():
+                raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no config.json")
+            return _read_json(self.path / "config.json")
+        return self.clip_arch.hf_config()
+
+    @property
+    def architecture(self) -> str:
+        """'resnet' or 'vit' (every transformers CLIP checkpoint is a ViT)."""
+        return self.config.get("architecture", "vit")
+
+    @cached_property
+    def _open_clip(self) -> layouts.OpenClipModel:
+        try:
+            return layouts.read_open_clip_config(self.path / layouts.OPEN_CLIP_CONFIG)
+        except layouts.LayoutError as exc:
+            raise CheckpointError(f"checkpoint {self.source!r}: {exc}") from None
+
+    @property
+    def clip_arch(self) -> layouts.ClipArch:
+        """The architecture of an open_clip or OpenAI checkpoint."""
+        if self.layout == layouts.OPEN_CLIP:
+            return self._open_clip.arch
+        if self._archive_arch is None:
+            raise CheckpointError(
+                f"the architecture of {self.source!r} is only known once its archive "
+                f"{self.archive.name} is read: load_weights(allow_pickle=True) first")
+        return self._archive_arch
+
+    # What reading an OpenAI archive or a pickle file told (load_weights).
+    _archive_arch: layouts.ClipArch | None = field(default=None, init=False, repr=False)
+    _archive_logit_scale: float | None = field(default=None, init=False, repr=False)
+
+    def load_weights(self, allow_pickle: bool = False) -> dict[str, Any]:
+        """An open_clip or OpenAI checkpoint's whole state dict, OpenAI's key names, float32."""
+        import torch
+
+        files = self.require_safetensors(allow_pickle)
+        path = files[0]
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        elif self.layout == layouts.OPENAI:
+            sd = _read_archive(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path.name} of {self.source!r} holds no state dict")
+        sd = dict(sd.get("state_dict", sd))
+        # open_clip's CustomTextCLIP keeps the text tower under `text.`; the same weights.
+        sd = {k[len("text."):] if k.startswith("text.") else k: v for k, v in sd.items()}
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items() if torch.is_tensor(v)}
+        if self.layout == layouts.OPENAI:
+            try:
+                self._archive_arch = layouts.arch_from_state_dict(sd)
+            except layouts.LayoutError as exc:
+                raise CheckpointError(f"{path.name} of {self.source!r}: {exc}") from None
+        if "logit_scale" in sd:
+            import math
+
+            self._archive_logit_scale = math.exp(float(sd["logit_scale"].reshape(-1)[0]))
+        return sd
 
     @property
     def text_config(self) -> dict[str, Any]:
@@ -133,6 +237,11 @@ class Checkpoint:
         return self.config.get("vision_config") or {}
 
     def weight_files(self) -> list[Path]:
+        """The safetensors weights of the checkpoint's layout."""
+        if self.layout == layouts.OPEN_CLIP:
+            return [p for p in [self.path / layouts.OPEN_CLIP_WEIGHTS] if p.is_file()]
+        if self.layout == layouts.OPENAI:
+            return []
         return sorted(self.path.glob("model*.safetensors"))
 
     def require_safetensors(self, allow_pickle: bool = False) -> list[Path]:
@@ -140,7 +249,15 @@ class Checkpoint:
         files = self.weight_files()
         if files:
             return files
-        pickled = [self.path / name for name in PICKLE_WEIGHTS if (self.path / name).exists()]
+        if self.layout == layouts.OPENAI:
+            if allow_pickle:
+                return [self.archive]
+            raise CheckpointError(
+                f"checkpoint {self.source!r} is OpenAI's release file {self.archive.name}, a TorchScript archive "
+                "that is read by unpickling, which can run arbitrary code; it is only loaded when the variant "
+                "sets `allow_pickle_weights: true` (or convert it to open_clip's safetensors layout)")
+        names = [layouts.OPEN_CLIP_PICKLE] if self.layout == layouts.OPEN_CLIP else PICKLE_WEIGHTS
+        pickled = [self.path / name for name in names if (self.path / name).exists()]
         if pickled and allow_pickle:
             return pickled
         if pickled:
@@ -149,10 +266,13 @@ class Checkpoint:
                 "arbitrary code, so only safetensors weights are loaded unless the variant sets "
                 "`allow_pickle_weights: true`"
             )
-        raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no model*.safetensors weights")
+        wanted = layouts.OPEN_CLIP_WEIGHTS if self.layout == layouts.OPEN_CLIP else "model*.safetensors"
+        raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no {wanted} weights")
 
     def remote_code(self) -> dict[str, Any] | None:
         """The config's `auto_map` (classes from Python files in the repository), if any."""
+        if self.layout != layouts.TRANSFORMERS:
+            return None
         return self.config.get("auto_map") or None
 
     def require_no_remote_code(self, trust_remote_code: bool = False) -> None:
@@ -170,13 +290,18 @@ class Checkpoint:
         if match:
             return f"{self.source}@{match.group(1)}"
         digest = hashlib.sha256()
-        for f in sorted(self.path.rglob("*")):
-            if f.is_file() and f.suffix in (".safetensors", ".onnx", ".json", ".bin", ".data"):
+        # An archive in ~/.cache/clip shares its folder with the other variants' archives.
+        for f in [self.archive] if self.archive else sorted(self.path.rglob("*")):
+            if f.is_file() and f.suffix in (".safetensors", ".onnx", ".json", ".bin", ".data", ".pt"):
                 stat = f.stat()
                 digest.update(f"{f.relative_to(self.path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         return f"{self.source}#{digest.hexdigest()[:16]}"
 
     def image_spec(self) -> ImageSpec:
+        if self.layout != layouts.TRANSFORMERS:
+            size = self.clip_arch.image_size
+            cfg = self._open_clip.preprocessor if self.layout == layouts.OPEN_CLIP else layouts.preprocessor(size)
+            return ImageSpec.from_preprocessor_config(cfg, size)
         image_size = self.vision_config.get("image_size")
         for name in ("preprocessor_config.json", "processor_config.json"):
             if (self.path / name).is_file():
@@ -207,6 +332,9 @@ class Checkpoint:
 
             tok = CLIPTokenizer(str(self.path / "vocab.json"), str(self.path / "merges.txt"))
             return tok.backend_tokenizer.to_str()
+        if self.layout != layouts.TRANSFORMERS:
+            # open_clip and OpenAI checkpoints ship no tokenizer: theirs is CLIP's BPE.
+            return packaged_clip_tokenizer_json()
         raise CheckpointError(
             f"checkpoint {self.source!r} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)"
         )
@@ -244,6 +372,8 @@ class Checkpoint:
 
         from safetensors import safe_open
 
+        if self.layout != layouts.TRANSFORMERS and not self.weight_files():
+            return self._archive_logit_scale  # read with the weights (load_weights)
         if allow_pickle and not self.weight_files():
             return self._pickled_logit_scale()
         for f in self.weight_files():
@@ -270,3 +400,28 @@ class Checkpoint:
                 if "logit_scale" in state:
                     return float(math.exp(float(state["logit_scale"].float().reshape(-1)[0])))
         return None
+
+
+def _read_archive(path: Path) -> dict[str, Any]:
+    """The weights of an OpenAI release file: a TorchScript archive (`clip.load` reads it so),
+    or, as `clip.load` also accepts, a plain pickled state dict."""
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@lru_cache(maxsize=1)
+def packaged_clip_tokenizer_json() -> str:
+    """CLIP's BPE tokenizer (the package's vocabulary) as tokenizer.json text."""
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    from ..preprocess.vocab import write_vocab_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = write_vocab_files(Path(tmp))
+        return CLIPTokenizer(str(vocab), str(merges)).backend_tokenizer.to_str()

@@ -54,7 +54,6 @@ class TorchBackend(DescribedBackend):
         if threads:
             torch.set_num_threads(threads)
         checkpoint.require_no_remote_code(trust_remote_code)
-        weights = checkpoint.require_safetensors(allow_pickle_weights)
 
         self.checkpoint = checkpoint
         self.tower = tower
@@ -63,19 +62,20 @@ class TorchBackend(DescribedBackend):
         self.dtype_name = resolve_dtype(dtype, self.device.type)
         self.dtype = getattr(torch, _TORCH_DTYPES[self.dtype_name])
         self.runner = DeviceRunner(self.device)
-        use_safetensors = weights[0].suffix == ".safetensors"
         self._whole_model = bool(checkpoint.remote_code())
         if self._whole_model:
             # The repository's own classes: the whole model loads (its towers may not load alone).
+            weights = checkpoint.require_safetensors(allow_pickle_weights)
             self.model = transformers.AutoModel.from_pretrained(
-                checkpoint.path, dtype=self.dtype, use_safetensors=use_safetensors, trust_remote_code=True)
+                checkpoint.path, dtype=self.dtype, use_safetensors=weights[0].suffix == ".safetensors",
+                trust_remote_code=True)
         else:
-            from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+            from .clip_towers import build_tower
 
-            model_cls = CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection
-            self.model = model_cls.from_pretrained(checkpoint.path, dtype=self.dtype, use_safetensors=use_safetensors)
+            self.model = build_tower(checkpoint, tower, dtype=self.dtype, allow_pickle=allow_pickle_weights)
         self.model.eval().to(self.device)
-        self.embed_dim = int(self.model.config.projection_dim)
+        model_config = getattr(self.model, "config", None)  # the native ResNet has none
+        self.embed_dim = int(model_config.projection_dim if model_config else checkpoint.config["projection_dim"])
         self.image_spec, self.tokenizer_info = checkpoint.tower_preprocessing(tower)
         if self.image_spec is not None:
             self._scale, self._bias = channel_affine(self.image_spec, self.device)
@@ -111,8 +111,9 @@ class TorchBackend(DescribedBackend):
         if self._whole_model:  # the repository's own code: CLIPModel's feature API
             out = (self.model.get_image_features if self.tower == "image" else self.model.get_text_features)(**inputs)
             return out if hasattr(out, "dim") else out.pooler_output
-        out = self.model(**inputs)
-        return out.image_embeds if self.tower == "image" else out.text_embeds
+        from .clip_towers import tower_embeddings
+
+        return tower_embeddings(self.model, self.tower, next(iter(inputs.values())))
 
     def _tower_forward(self, batch):
         """The device-side work of one batch (what torch_compile compiles, whole):
@@ -153,4 +154,5 @@ class TorchBackend(DescribedBackend):
         return self.checkpoint.logit_scale(self.allow_pickle_weights)
 
     def extra_info(self) -> dict[str, Any]:
-        return {"compiled": self.compiled is not None}
+        return {"compiled": self.compiled is not None, "layout": self.checkpoint.layout,
+                "architecture": self.checkpoint.architecture}

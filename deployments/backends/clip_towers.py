@@ -1,0 +1,71 @@
+"""One CLIP tower as a torch module, from any checkpoint layout: the one place that
+chooses which module runs a tower. ViT image towers and text towers are transformers'
+CLIP modules (a transformers checkpoint loads into them directly, the other layouts by
+clip_layouts' key mapping); ResNet image towers are the native ModifiedResNet.
+
+Serving (TorchBackend), ONNX export and fine-tuning all build towers here, so each
+architecture has one code path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import clip_layouts as layouts
+from .checkpoint import Checkpoint, CheckpointError
+
+
+def tower_embeddings(module: torch.nn.Module, tower: str, inputs: torch.Tensor) -> torch.Tensor:
+    """A tower module's projected (not normalised) embeddings: pixel values or token ids."""
+    if tower == "image":
+        out = module(pixel_values=inputs)
+        return out if torch.is_tensor(out) else out.image_embeds
+    return module(input_ids=inputs).text_embeds
+
+
+def _hf_tower(tower: str, config: dict[str, Any]) -> torch.nn.Module:
+    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+
+    if tower == "image":
+        return CLIPVisionModelWithProjection(CLIPVisionConfig(**config["vision_config"]))
+    return CLIPTextModelWithProjection(CLIPTextConfig(**config["text_config"]))
+
+
+def build_tower(checkpoint: Checkpoint, tower: str, *, dtype: torch.dtype = torch.float32,
+                allow_pickle: bool = False, weights: dict[str, Any] | None = None) -> torch.nn.Module:
+    """`tower` of a checkpoint, in eval mode, on the CPU. `weights`: the checkpoint's state
+    dict when the caller has read it already (open_clip/OpenAI layouts; both towers share it)."""
+    if checkpoint.layout == layouts.TRANSFORMERS:
+        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+        files = checkpoint.require_safetensors(allow_pickle)
+        model_cls = CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection
+        return model_cls.from_pretrained(checkpoint.path, dtype=dtype,
+                                         use_safetensors=files[0].suffix == ".safetensors").eval()
+    sd = weights if weights is not None else checkpoint.load_weights(allow_pickle)
+    arch = checkpoint.clip_arch
+    if tower == "image" and arch.architecture == "resnet":
+        from .openai_resnet import ModifiedResNet
+
+        module = ModifiedResNet(arch.resnet_spec())
+    else:
+        module = _hf_tower(tower, arch.hf_config())
+    try:
+        state = layouts.tower_weights(sd, arch, tower)
+    except layouts.LayoutError as exc:
+        raise CheckpointError(f"checkpoint {checkpoint.source!r}: {exc}") from None
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape that disagrees with the architecture read
+        raise CheckpointError(f"checkpoint {checkpoint.source!r} ({checkpoint.layout} layout): "
+                              f"{str(exc).splitlines()[-1].strip()}") from None
+    # transformers keeps position ids as a (non-persistent) buffer; nothing else may be absent.
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.source!r} ({checkpoint.layout} layout, {arch.architecture}): the {tower} "
+            f"tower's weights do not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return module.to(dtype).eval()
