@@ -246,4 +246,5 @@ class OnnxBackend(DescribedBackend):
 
     def extra_info(self) -> dict[str, Any]:
         return {"graph": self.graph.relative, "combined_graph": self.graph.combined,
-                "providers": self.providers, "threads": self.threads}
+                "providers": self.providers, "threads": self.threads, "layout": "onnx",
+                "architecture": self.checkpoint.architecture}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ModelCard(BaseModel):
@@ -22,6 +22,10 @@ class ModelCard(BaseModel):
     dtype: str | None = None
     device: str | None = None
     logit_scale: float | None = None  # exp() of the learned temperature used by /v1/classify
+    architecture: str | None = Field(None, description="The image tower's architecture: `vit` or `resnet`.")
+    layout: str | None = Field(
+        None, description="The checkpoint layout that loaded: `transformers`, `open_clip`, `openai` (a .pt "
+        "release archive) or `onnx`.")
 
 
 class ModelList(BaseModel):

@@ -184,6 +184,8 @@ class VariantRuntime:
             "dtype": info.dtype if info else None,
             "device": info.device if info else None,
             "compiled": bool(info.extra.get("compiled")) if info else None,
+            "architecture": info.extra.get("architecture") if info else None,
+            "layout": info.extra.get("layout") if info else None,
             "logit_scale": self.logit_scale if info else None,
             # What each loaded tower's replica was granted (Ray resources, e.g. {"CPU": 2.0}).
             "resources": {tower: i.resources for tower, i in self.infos.items()},
