@@ -324,3 +324,61 @@ def tower_weights(sd: dict[str, Any], arch: ClipArch, tower: str) -> dict[str, A
     except KeyError as exc:
         raise LayoutError(f"the weights lack {exc.args[0]!r}, which a {arch.architecture} CLIP's {tower} tower "
                           "needs") from None
+
+
+def _unblocks(state: dict[str, Any], src: str, dst: str, layers: int) -> dict[str, Any]:
+    """transformers' CLIPEncoderLayer weights -> OpenAI's residual attention blocks."""
+    import torch
+
+    out = {}
+    for i in range(layers):
+        s, d = f"{src}.{i}", f"{dst}.{i}"
+        for kind in ("weight", "bias"):
+            out[f"{d}.attn.in_proj_{kind}"] = torch.cat([state[f"{s}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
+        pairs = [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                 ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
+        for a, b in pairs:
+            for kind in ("weight", "bias"):
+                out[f"{d}.{a}.{kind}"] = state[f"{s}.{b}.{kind}"]
+    return out
+
+
+def openai_weights(state: dict[str, Any], arch: ClipArch, tower: str) -> dict[str, Any]:
+    """The inverse of `tower_weights`: a tower module's state dict in OpenAI's names (what
+    open_clip's layout stores), for checkpoints this project writes."""
+    if tower == "text":
+        out = _unblocks(state, "text_model.encoder.layers", "transformer.resblocks", arch.text_layers)
+        out["token_embedding.weight"] = state["text_model.embeddings.token_embedding.weight"]
+        out["positional_embedding"] = state["text_model.embeddings.position_embedding.weight"]
+        out["ln_final.weight"] = state["text_model.final_layer_norm.weight"]
+        out["ln_final.bias"] = state["text_model.final_layer_norm.bias"]
+        out["text_projection"] = state["text_projection.weight"].t()
+        return out
+    if arch.architecture == "resnet":
+        return {f"visual.{k}": v for k, v in state.items()}
+    out = _unblocks(state, "vision_model.encoder.layers", "visual.transformer.resblocks", arch.vision_layers)
+    out["visual.conv1.weight"] = state["vision_model.embeddings.patch_embedding.weight"]
+    out["visual.class_embedding"] = state["vision_model.embeddings.class_embedding"]
+    out["visual.positional_embedding"] = state["vision_model.embeddings.position_embedding.weight"]
+    for a, b in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
+        out[f"visual.{a}.weight"] = state[f"vision_model.{b}.weight"]
+        out[f"visual.{a}.bias"] = state[f"vision_model.{b}.bias"]
+    out["visual.proj"] = state["visual_projection.weight"].t()
+    return out
+
+
+def open_clip_config(arch: ClipArch, preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+    """open_clip_config.json describing `arch` (what read_open_clip_config reads back)."""
+    if arch.architecture == "resnet":
+        vision = {"image_size": arch.image_size, "layers": list(arch.vision_layers), "width": arch.vision_width,
+                  "head_width": arch.vision_width * 32 // arch.vision_heads, "patch_size": None}
+    else:
+        vision = {"image_size": arch.image_size, "layers": arch.vision_layers, "width": arch.vision_width,
+                  "head_width": arch.vision_width // arch.vision_heads, "patch_size": arch.patch_size,
+                  "mlp_ratio": arch.vision_mlp_ratio}
+    text = {"context_length": arch.context_length, "vocab_size": arch.vocab_size, "width": arch.text_width,
+            "heads": arch.text_heads, "layers": arch.text_layers, "mlp_ratio": arch.text_mlp_ratio}
+    return {"model_cfg": {"embed_dim": arch.embed_dim, "quick_gelu": arch.quick_gelu, "vision_cfg": vision,
+                          "text_cfg": text},
+            "preprocess_cfg": preprocess or {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
+                                             "interpolation": "bicubic", "resize_mode": "shortest"}}

@@ -69,3 +69,26 @@ def build_tower(checkpoint: Checkpoint, tower: str, *, dtype: torch.dtype = torc
             f"checkpoint {checkpoint.source!r} ({checkpoint.layout} layout, {arch.architecture}): the {tower} "
             f"tower's weights do not match its architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return module.to(dtype).eval()
+
+
+def save_open_clip(towers: dict[str, torch.nn.Module], arch: layouts.ClipArch, out_dir, *,
+                   logit_scale: float, preprocess: dict[str, Any] | None = None):
+    """Write both towers in open_clip's hub layout (what this project saves for checkpoints
+    whose architecture transformers cannot hold, e.g. a fine-tuned ResNet CLIP)."""
+    import json
+    import math
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {}
+    for tower, module in towers.items():
+        tower_state = {k: v for k, v in module.state_dict().items() if not k.endswith("position_ids")}
+        state.update(layouts.openai_weights(tower_state, arch, tower))
+    state["logit_scale"] = torch.tensor(math.log(logit_scale))
+    save_file({k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in state.items()}, str(out / layouts.OPEN_CLIP_WEIGHTS))
+    (out / layouts.OPEN_CLIP_CONFIG).write_text(json.dumps(layouts.open_clip_config(arch, preprocess), indent=2))
+    return out

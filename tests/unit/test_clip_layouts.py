@@ -158,3 +158,19 @@ def test_weights_that_disagree_with_the_config_are_refused(models, tmp_path):
     (bad / "open_clip_config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="open_clip layout"):
         TorchBackend.load(Checkpoint.open(str(bad)), "image", device="cpu")
+
+
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_towers_saved_in_open_clip_layout_load_back_unchanged(models, name, tmp_path):
+    """What this project writes (fine-tuned or benchmark ResNets) is open_clip's layout."""
+    from deployments.backends.clip_towers import build_tower, save_open_clip
+
+    model, folder, _ = models[name]
+    ckpt = Checkpoint.open(str(folder))
+    towers = {t: build_tower(ckpt, t) for t in ("image", "text")}
+    out = save_open_clip(towers, ckpt.clip_arch, tmp_path / "saved", logit_scale=ckpt.logit_scale())
+    again = Checkpoint.open(str(out))
+    assert again.clip_arch == ckpt.clip_arch and again.logit_scale() == pytest.approx(ckpt.logit_scale())
+    image = load(out, "image")
+    px = pixels(image)
+    assert cosines(image.embed_images(px), reference_embeddings(model, "image", px, image.image_spec)).min() >= 0.9999
