@@ -1,0 +1,144 @@
+"""The CLIP family through the README's launcher (`python -m deployments serve --config`):
+a ResNet CLIP in open_clip's hub layout, resolved by hub id from an offline Hugging Face
+cache, and a ViT as OpenAI's .pt release archive, served beside each other; every
+endpoint's numbers agree with OpenAI's own code on the same weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from support.helpers import REPO, b64, encode, free_port, natural_image
+from support.openai_clip import (TINY_RESNET, TINY_VIT, reference_embeddings, save_open_clip, save_openai_archive,
+                                 tiny_openai_clip)
+
+from deployments.checkpoint_builder import install_in_hf_cache
+from deployments.preprocess.image_spec import ImageSpec
+from deployments.preprocess.images import ImageLimits, prepare_image
+
+RN_ID = "timm/resnet50_clip.openai"  # a hub id; the files are the tiny model's
+TEXTS = ["a photo of a cat", "a red bicycle, leaning on a wall", "x"]
+LABELS = ["a cat", "a dog", "a red car", "a bowl of soup"]
+IMAGES = [encode(natural_image(w, h, seed=i), "PNG") for i, (w, h) in enumerate([(90, 60), (40, 110), (64, 64)])]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family")
+    resnet = tiny_openai_clip(TINY_RESNET, seed=5)
+    vit = tiny_openai_clip(TINY_VIT, seed=6, fp16_weights=True)
+    hf_home = root / "hf"
+    install_in_hf_cache(save_open_clip(resnet, TINY_RESNET, root / "rn50"), RN_ID, hf_home / "hub")
+    archive = save_openai_archive(vit, root / "clip-cache" / "ViT-B-32.pt")
+    small = {"ray_actor_options": {"num_cpus": 0.5}}
+    variants = [
+        {"id": RN_ID, "aliases": ["rn50-tiny"], "dtype": "float32", "cpu_threads": 1,
+         "image_deployment": small, "text_deployment": small},
+        {"id": "vit-b32-archive", "source": str(archive), "dtype": "float32", "cpu_threads": 1,
+         "options": {"allow_pickle_weights": True}, "image_deployment": small, "text_deployment": small},
+    ]
+    config = {"applications": [{"name": "clip", "route_prefix": "/", "import_path": "deployments.app:build_app",
+                                "args": {"variants": variants, "router": {"deployment": small}}}]}
+    (root / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    return {"config": root / "serve_config.yaml", "hf_home": hf_home, RN_ID: resnet, "vit-b32-archive": vit}
+
+
+@pytest.fixture(scope="module")
+def base(family):
+    port = free_port()
+    env = {**os.environ, "HF_HOME": str(family["hf_home"]), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "deployments", "serve", "--config", str(family["config"]),
+                             "--port", str(port), "--num-cpus", "4"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            output.append(line)
+            if "API docs:" in line:
+                break
+        assert "clip-serve is up" in "".join(output), "".join(output[-40:])
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def client(base):
+    with httpx.Client(base_url=base, timeout=60) as c:
+        yield c
+
+
+def embed(client, model: str, inputs: list) -> np.ndarray:
+    r = client.post("/v1/embeddings", json={"model": model, "input": inputs})
+    assert r.status_code == 200, r.text
+    return np.asarray([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+
+
+def reference(family, card: dict, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """OpenAI's encode_image/encode_text of the test inputs, through this server's own
+    preprocessing and tokenizer (the image spec and context the server reports)."""
+    from deployments.backends.checkpoint import packaged_clip_tokenizer_json
+    from deployments.preprocess.tokenizer import ClipTokenizer
+
+    model = family[model_id]
+    spec = ImageSpec.from_preprocessor_config({}, card["image_size"][0])
+    px = np.stack([prepare_image(data, spec, ImageLimits()) for data in IMAGES])
+    tok = ClipTokenizer(packaged_clip_tokenizer_json(), card["context_length"], 49406, 49407, 49408)
+    seqs = [t.ids for t in tok.encode(TEXTS + LABELS, truncate=False)]
+    ids = np.zeros((len(seqs), max(map(len, seqs))), dtype=np.int32)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+    return reference_embeddings(model, "image", px, spec), reference_embeddings(model, "text", ids)
+
+
+@pytest.mark.parametrize("model_id, architecture, layout", [
+    (RN_ID, "resnet", "open_clip"), ("vit-b32-archive", "vit", "openai")])
+def test_family_serves_with_parity_to_openai_code(family, client, model_id, architecture, layout):
+    cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    card = cards[model_id]
+    assert (card["architecture"], card["layout"], card["ready"]) == (architecture, layout, True)
+    model = family[model_id]
+    assert card["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()), rel=1e-3)
+    ref_images, ref_texts = reference(family, card, model_id)
+    images = embed(client, model_id, [{"image": b64(d)} for d in IMAGES])
+    texts = embed(client, model_id, TEXTS + LABELS)
+    assert ((images * ref_images).sum(-1)).min() >= 0.9999
+    assert ((texts * ref_texts).sum(-1)).min() >= 0.9999
+
+    # classify: softmax over labels of exp(logit_scale) * cosine, with OpenAI's vectors
+    r = client.post("/v1/classify", json={"model": model_id, "input": [{"image": b64(d)} for d in IMAGES],
+                                          "labels": LABELS})
+    assert r.status_code == 200, r.text
+    logits = card["logit_scale"] * ref_images @ ref_texts[len(TEXTS):].T
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    for row, item in zip(expected, r.json()["data"]):
+        got = {p["label"]: p["score"] for p in item["predictions"]}
+        np.testing.assert_allclose([got[label] for label in LABELS], row, atol=2e-4)
+
+    # rerank and similarity: the same cosines
+    r = client.post("/v1/rerank", json={"model": model_id, "query": TEXTS[0], "documents": LABELS})
+    assert r.status_code == 200, r.text
+    ranked = [LABELS[x["index"]] for x in r.json()["results"]]
+    cos = ref_texts[len(TEXTS):] @ ref_texts[0]
+    assert ranked == [LABELS[i] for i in np.argsort(-cos)]
+    r = client.post("/v1/similarity", json={"model": model_id, "queries": [{"image": b64(IMAGES[0])}],
+                                            "candidates": LABELS})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["data"][0]["cosine"], ref_images[0] @ ref_texts[len(TEXTS):].T, atol=2e-4)
