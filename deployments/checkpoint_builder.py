@@ -159,3 +159,29 @@ def install_in_hf_cache(folder: Path, repo_id: str, hub_cache: Path, revision: s
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / revision).write_text(commit)
     return snapshot
+
+
+def build_open_clip_checkpoint(out_dir: Path, arch: Any, *, seed: int = 0) -> Path:
+    """A randomly initialised (seeded) CLIP of `arch` (a clip_layouts.ClipArch, ResNet or ViT)
+    in open_clip's hub layout. BatchNorm statistics and affine parameters are randomised too,
+    so eval-mode BatchNorm is not the identity."""
+    import math
+
+    import torch
+
+    from .backends.clip_layouts import ClipArch
+    from .backends.clip_towers import new_tower, save_open_clip
+
+    assert isinstance(arch, ClipArch)
+    torch.manual_seed(seed)
+    towers = {tower: new_tower(arch, tower) for tower in ("image", "text")}
+    with torch.no_grad():
+        for module in towers["image"].modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+            if hasattr(module, "positional_embedding") and isinstance(module.positional_embedding, torch.nn.Parameter):
+                module.positional_embedding.normal_(0, module.positional_embedding.shape[-1] ** -0.5)
+    return save_open_clip(towers, arch, out_dir, logit_scale=math.exp(math.log(1 / 0.07)))

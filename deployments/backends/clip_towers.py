@@ -34,6 +34,15 @@ def _hf_tower(tower: str, config: dict[str, Any]) -> torch.nn.Module:
     return CLIPTextModelWithProjection(CLIPTextConfig(**config["text_config"]))
 
 
+def new_tower(arch: layouts.ClipArch, tower: str) -> torch.nn.Module:
+    """The module that runs `tower` of an open_clip/OpenAI architecture, freshly initialised."""
+    if tower == "image" and arch.architecture == "resnet":
+        from .openai_resnet import ModifiedResNet
+
+        return ModifiedResNet(arch.resnet_spec())
+    return _hf_tower(tower, arch.hf_config())
+
+
 def build_tower(checkpoint: Checkpoint, tower: str, *, dtype: torch.dtype = torch.float32,
                 allow_pickle: bool = False, weights: dict[str, Any] | None = None) -> torch.nn.Module:
     """`tower` of a checkpoint, in eval mode, on the CPU. `weights`: the checkpoint's state
@@ -47,12 +56,7 @@ def build_tower(checkpoint: Checkpoint, tower: str, *, dtype: torch.dtype = torc
                                          use_safetensors=files[0].suffix == ".safetensors").eval()
     sd = weights if weights is not None else checkpoint.load_weights(allow_pickle)
     arch = checkpoint.clip_arch
-    if tower == "image" and arch.architecture == "resnet":
-        from .openai_resnet import ModifiedResNet
-
-        module = ModifiedResNet(arch.resnet_spec())
-    else:
-        module = _hf_tower(tower, arch.hf_config())
+    module = new_tower(arch, tower)
     try:
         state = layouts.tower_weights(sd, arch, tower)
     except layouts.LayoutError as exc:

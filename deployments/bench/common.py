@@ -18,6 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "bench/vit-b-32"
 VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
+# OpenAI's RN50 (open_clip layout), the benches' ResNet beside ViT-B/32.
+RN50 = dict(embed_dim=1024, image_size=224, vision_layers=(3, 4, 6, 3), vision_width=64, vision_heads=32,
+            patch_size=None, context_length=77, vocab_size=49408, text_width=512, text_heads=8, text_layers=12,
+            quick_gelu=True)
+ARCHITECTURES = ("vit-b-32", "rn50")
 WORDS = {
     "adj": ["red", "small", "old", "shiny", "wooden", "striped", "bright", "dark", "fluffy", "broken"],
     "noun": ["cat", "bicycle", "teapot", "mountain", "guitar", "lighthouse", "sandwich", "robot", "sofa", "kite"],
@@ -37,12 +42,19 @@ def cpu_dtype(value: str) -> str:
 DTYPE_CHOICES = ["float32", "bfloat16"]  # what `auto` resolves to on a CPU
 
 
-def bench_checkpoint() -> Path:
-    from ..checkpoint_builder import build_clip_checkpoint
+def bench_checkpoint(arch: str = "vit-b-32") -> Path:
+    """Random weights of full size, built once into CLIP_SERVE_HOME: ViT-B/32 in transformers'
+    layout, RN50 in open_clip's."""
+    from ..checkpoint_builder import build_clip_checkpoint, build_open_clip_checkpoint
     from ..demo import clip_serve_home
 
-    folder = clip_serve_home() / "bench-vit-b-32"
-    if not (folder / "model.safetensors").is_file():
+    folder = clip_serve_home() / f"bench-{arch}"
+    if arch == "rn50":
+        if not (folder / "open_clip_model.safetensors").is_file():
+            from ..backends.clip_layouts import ClipArch
+
+            build_open_clip_checkpoint(folder, ClipArch(**RN50))
+    elif not (folder / "model.safetensors").is_file():
         build_clip_checkpoint(folder, seed=0, **VIT_B32)
     return folder
 
