@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..tools import command_parser
-from .common import bench_checkpoint, captions, table
+from .common import ARCHITECTURES, bench_checkpoint, captions, table
 
 
 class Rate(float):
@@ -91,16 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per tower")
     ap.add_argument("--backend", default="torch", help="a registered backend (torch, onnx needs an exported folder)")
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per figure")
+    ap.add_argument("--arch", action="append", choices=ARCHITECTURES,
+                    help="full-size random-weight model(s) to measure, side by side (default: all)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    folder = bench_checkpoint()
-    image, batch, _ = image_throughput(folder, args.dtype, args.threads, min_seconds=args.seconds, backend=args.backend)
-    text = text_throughput(folder, args.dtype, args.threads, captions(256), min_seconds=args.seconds,
-                           backend=args.backend)
-    print(table([["tower (ViT-B/32 shape)", "items/s", "items per CPU-second", "batch"],
-                 ["image", f"{image:.1f}", f"{image.per_cpu_s:.1f}", str(batch)],
-                 ["text", f"{text:.1f}", f"{text.per_cpu_s:.1f}", "64"]]))
+    rows = [["model", "tower", "items/s", "items per CPU-second", "batch"]]
+    for arch in args.arch or ARCHITECTURES:
+        folder = bench_checkpoint(arch)
+        image, batch, _ = image_throughput(folder, args.dtype, args.threads, min_seconds=args.seconds,
+                                           backend=args.backend)
+        text = text_throughput(folder, args.dtype, args.threads, captions(256), min_seconds=args.seconds,
+                               backend=args.backend)
+        rows += [[arch, "image", f"{image:.1f}", f"{image.per_cpu_s:.1f}", str(batch)],
+                 [arch, "text", f"{text:.1f}", f"{text.per_cpu_s:.1f}", "64"]]
+    print(table(rows))
     return 0

@@ -26,7 +26,7 @@ from ..client import wait_ready
 from ..ingress import DEFAULT_INGRESS, INGRESS_MODES, ingress_env
 from ..engine.threads import DECODE_THREAD, FORWARD_THREAD, TOKENIZE_THREAD
 from ..tools import command_parser
-from .common import (DTYPE_CHOICES, MODEL_ID, bench_checkpoint, body, captions, cpu_dtype, photo_jpeg, record,
+from .common import (ARCHITECTURES, DTYPE_CHOICES, MODEL_ID, bench_checkpoint, body, captions, cpu_dtype, photo_jpeg, record,
     replicas_import_this_checkout, table)
 from .load import LoadResult, run_alternating, run_load
 from .model import Rate, image_throughput, text_throughput
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="{auto,float32,bfloat16}",
                     help="auto: bfloat16 where the CPU has native bf16 (AMX/AVX512-BF16), else float32")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per encoder replica")
+    ap.add_argument("--arch", choices=ARCHITECTURES, default="vit-b-32",
+                    help="the full-size random-weight model served (rn50: OpenAI's ResNet-50, open_clip layout)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per served scenario")
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--usd-per-hour", type=float, default=0.10, help="machine price for the cost line")
@@ -232,7 +234,7 @@ def cpu_breakdown(cpu_rows: list, ref: dict[str, ModelOnly]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    folder = bench_checkpoint()
+    folder = bench_checkpoint(args.arch)
     texts = captions(256)
     options = {"torch_compile": True} if args.torch_compile else {}
     overrides = [*args.set, *(['variant.options={"torch_compile": true}'] if args.torch_compile else [])]
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines)
     print("\n" + report)
     if args.record:
-        record(args.record, "", f"dtype {args.dtype}, {args.threads} threads per encoder, "
+        record(args.record, "", f"{args.arch}, dtype {args.dtype}, {args.threads} threads per encoder, "
                f"{args.ingress} ingress, {args.seconds:.0f} s per scenario"
                + (", torch_compile" if args.torch_compile else ""), report)
     return 0
