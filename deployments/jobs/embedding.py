@@ -261,14 +261,27 @@ def run_embedding_job(job: EmbedJob, log: Callable[[str], None] = print) -> dict
     return report
 
 
-def variant_for(model: str, config_path: str | None = None, **overrides: Any) -> VariantConfig:
+def variant_for(model: str, config_path: str | None = None, allow_pickle_weights: bool = False,
+                **overrides: Any) -> VariantConfig:
     """The variant named `model` (id or alias) in a serve config, or a variant whose source
-    is `model` itself; `overrides` (dtype, device, ...) that are not None replace its fields."""
+    is `model` itself (a hub id, a checkpoint folder or an OpenAI .pt archive); `overrides`
+    (dtype, device, ...) that are not None replace its fields."""
     changes = {k: v for k, v in overrides.items() if v is not None}
+    variant = _named_variant(model, config_path, changes)
+    if allow_pickle_weights:  # consent given on the command line, for this job only
+        data = variant.model_dump(exclude_unset=True)
+        data["options"] = {**variant.options.model_dump(), "allow_pickle_weights": True}
+        variant = VariantConfig.model_validate(data)
+    return variant
+
+
+def _named_variant(model: str, config_path: str | None, changes: dict[str, Any]) -> VariantConfig:
     if config_path is None:
-        folder = Path(model).expanduser()
-        if folder.is_dir():  # a checkpoint folder: named after the folder, as a variant would be
-            return VariantConfig.model_validate({"id": folder.resolve().name, "source": str(folder.resolve()), **changes})
+        path = Path(model).expanduser()
+        if path.is_dir() or (path.is_file() and path.suffix == ".pt"):
+            # A checkpoint folder or archive: named after it, as a variant would be.
+            return VariantConfig.model_validate({"id": path.resolve().stem if path.is_file() else path.resolve().name,
+                                                 "source": str(path.resolve()), **changes})
         return VariantConfig.model_validate({"id": model, **changes})
     from ..config import parse_app_config
     from ..launch import load_serve_config

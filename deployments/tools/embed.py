@@ -8,8 +8,8 @@ column (--text-column / --image-column, optional --id-column); or an OpenAI batc
 file of /v1/embeddings requests. OUT gets part-NNNNN.parquet (id, modality, embedding,
 model, dtype) or, for batch files, output.jsonl in OpenAI's batch output format, and
 _report.json (counts, bad items). MODEL is a variant id or alias from --config, or a hub
-id / local checkpoint folder. Rerunning the same command after an interruption embeds
-only the shards that are missing.
+id, a local checkpoint folder or an OpenAI .pt archive (with --allow-pickle-weights).
+Rerunning the same command after an interruption embeds only the shards that are missing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="override the variant's")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the variant's")
     ap.add_argument("--backend", help="override the variant's")
+    ap.add_argument("--allow-pickle-weights", action="store_true",
+                    help="read pickle or TorchScript weights (pytorch_model.bin, OpenAI's .pt archives): they can run code")
     ap.add_argument("--format", choices=["auto", "images", "table", "openai"], default="auto")
     ap.add_argument("--id-column")
     ap.add_argument("--text-column")
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..jobs.cluster import init_ray
     from ..jobs.embedding import EmbedJob, run_embedding_job, variant_for
 
-    variant = variant_for(args.model, args.config, dtype=args.dtype, device=args.device, backend=args.backend)
+    variant = variant_for(args.model, args.config, allow_pickle_weights=args.allow_pickle_weights, dtype=args.dtype,
+                          device=args.device, backend=args.backend)
     job = EmbedJob(
         input=args.input, output=args.output, variant=variant, input_format=args.format, id_column=args.id_column,
         text_column=args.text_column, image_column=args.image_column, shard_size=args.shard_size,

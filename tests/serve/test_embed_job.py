@@ -181,3 +181,29 @@ def test_openai_batch_file_answers_like_the_api(ray_session, client, tmp_path, w
                                else d["embedding"] for d in body["data"]], dtype=np.float32)
 
         np.testing.assert_allclose(vectors(got), vectors(expected), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("layout", ["open_clip", "openai"])
+def test_resnet_clip_embeds_like_openai_code(ray_session, tmp_path, layout):
+    """The batch job on a ResNet CLIP, from open_clip's layout and from an OpenAI archive
+    (pickle consent given as `embed --allow-pickle-weights` gives it)."""
+    import pandas as pd
+    from support.openai_clip import TINY_RESNET, reference_embeddings, save_open_clip, save_openai_archive, tiny_openai_clip
+
+    from deployments.backends.checkpoint import Checkpoint
+    from deployments.preprocess.images import ImageLimits, prepare_image
+
+    model = tiny_openai_clip(TINY_RESNET, seed=9, fp16_weights=True)
+    source = (save_open_clip(model, TINY_RESNET, tmp_path / "rn") if layout == "open_clip"
+              else save_openai_archive(model, tmp_path / "RN50.pt"))
+    images = write_dataset(tmp_path / "data", 6, seed=2, image_size=48) / "images"
+    variant = variant_for(str(source), allow_pickle_weights=layout == "openai", dtype="float32", device="cpu")
+    report = run_embedding_job(EmbedJob(input=str(images), output=str(tmp_path / "out"), variant=variant, shard_size=4))
+    assert report["items_ok"] == 6 and report["items_bad"] == 0
+    table = pd.read_parquet(tmp_path / "out").sort_values("id")
+    ckpt = Checkpoint.open(str(source))
+    ckpt.load_weights(allow_pickle=True)
+    spec = ckpt.image_spec()
+    pixels = np.stack([prepare_image((images / name).read_bytes(), spec, ImageLimits()) for name in table["id"]])
+    expected = reference_embeddings(model, "image", pixels, spec)
+    assert ((np.stack(table["embedding"].to_numpy()) * expected).sum(-1)).min() >= 0.9999
