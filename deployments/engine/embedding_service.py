@@ -23,6 +23,7 @@ from ..preprocess.images import (
     ImageError, ImageLimits, OpenedImage, PixelBudget, decode_image_source, decode_rgb, open_image, resize_and_crop,
 )
 from ..preprocess.items import ItemPreprocessor, image_api_error
+from ..preprocess.tokenizer import TextSpans
 from ..preprocess.url_policy import UrlRejected
 from ..protocol.errors import APIError
 from ..protocol.inputs import ImageItem, Item, TextItem
@@ -181,16 +182,17 @@ class EmbeddingService:
         )
         return [ids for chunk in results for ids in chunk]
 
-    async def token_ids(self, variant: EmbeddingVariant, items: list[TextItem]) -> list[list[int]]:
-        """Each text's ids (BOS ... EOS) before any truncation, for /v1/tokenize."""
+    async def token_spans(self, variant: EmbeddingVariant, items: list[TextItem]) -> list[TextSpans]:
+        """Each text's ids (BOS ... EOS), token strings and character spans before any
+        truncation, for /v1/tokenize."""
         tokenizer = variant.tokenizer
         assert tokenizer is not None
         self.items.check_chars(items)
         results = await self._tokenize_pool.map(
-            tokenizer.token_ids, [([it.text for it in chunk],) for chunk in text_chunks(items)]  # type: ignore[union-attr]
+            tokenizer.spans, [([it.text for it in chunk],) for chunk in text_chunks(items)]  # type: ignore[union-attr]
         )
         first_failure(results)
-        return [ids for chunk in results for ids in chunk]
+        return [spans for chunk in results for spans in chunk]
 
     async def check_texts(self, variant: EmbeddingVariant, items: list[TextItem], truncate: bool) -> None:
         """Raise the 4xx that `embed` would raise for these texts, without embedding them."""

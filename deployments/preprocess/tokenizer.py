@@ -7,6 +7,8 @@ natural length (CLIP's text tower is causal): padding happens per batch, never t
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,45 @@ class TokenizedText:
     truncated: bool
 
 
+@dataclass(frozen=True)
+class TextSpans:
+    """A text's tokens before any truncation, with where each came from in the text."""
+
+    ids: list[int]  # BOS ... EOS
+    tokens: list[str]  # the vocabulary's spelling: byte-level symbols, `</w>` ending a word
+    offsets: list[tuple[int, int]]  # [start, end) in str indices of the text as sent
+
+
+def _nfc_units(text: str) -> dict[int, tuple[int, int]]:
+    """For each character in a run that NFC rewrites, the run's [start, end).
+
+    `tokenizers` maps a character NFC composed (e + U+0301 -> é, Hangul jamo -> a
+    syllable) to the first original character only, and maps reordered combining marks
+    by position rather than by identity, so its spans miss or misplace characters there.
+    Such runs are the only places where that happens; a token touching one gets the whole
+    run. A run is a starter and the marks after it, joined to the next run when NFC
+    composes across them (Hangul, some Indic vowel signs).
+    """
+    if text.isascii() or unicodedata.is_normalized("NFC", text):
+        return {}  # the common case: nothing to repair
+    nfc = lambda s: unicodedata.normalize("NFC", s)  # noqa: E731
+    starts = [i for i, c in enumerate(text) if i == 0 or unicodedata.combining(c) == 0] + [len(text)]
+    runs: list[list[int]] = []
+    for a, b in zip(starts, starts[1:]):
+        if runs and nfc(text[runs[-1][0] : b]) != nfc(text[runs[-1][0] : a]) + nfc(text[a:b]):
+            runs[-1][1] = b
+        else:
+            runs.append([a, b])
+    units: dict[int, tuple[int, int]] = {}
+    for a, b in runs:
+        if nfc(text[a:b]) == text[a:b]:
+            continue
+        while a < b and text[a].isspace():  # marks reordered after a space: the space is no part
+            a += 1
+        units.update((i, (a, b)) for i in range(a, b))
+    return units
+
+
 class ClipTokenizer:
     def __init__(
         self, tokenizer_json: str, context_length: int, bos_id: int, eos_id: int, vocab_size: int
@@ -40,6 +81,8 @@ class ClipTokenizer:
         self._tok = Tokenizer.from_str(tokenizer_json)
         self._tok.no_truncation()
         self._tok.no_padding()
+        # CLIP's tokenizer.json composes to NFC; the span repair is for that step only.
+        self._normalizes_nfc = '"NFC"' in json.dumps(json.loads(tokenizer_json).get("normalizer"))
         self.context_length = context_length
         self.bos_id = bos_id
         self.eos_id = eos_id
@@ -57,6 +100,33 @@ class ClipTokenizer:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """BOS ... EOS ids of each text, before any truncation."""
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
+
+    def spans(self, texts: list[str]) -> list[TextSpans]:
+        """Each text's ids, token strings and character spans, before any truncation.
+
+        `tokenizers` (Python) gives offsets in str indices of the original text, also
+        for byte-level tokens of one multi-byte character (each gets that character's
+        span). Repaired here: characters NFC merged or reordered (_nfc_units), and the
+        post-processor's BOS/EOS, which it gives (0, 0) both: EOS goes where the last
+        token before it ends, so spans stay in order.
+        """
+        out = []
+        for text, enc in zip(texts, self._tok.encode_batch(texts, add_special_tokens=True)):
+            units = _nfc_units(text) if self._normalizes_nfc else {}
+            offsets = []
+            for start, end in enc.offsets:
+                if start < end and units:  # widen to the NFC units the token's ends fall in
+                    start = units[start][0] if start in units else start
+                    end = units[end - 1][1] if end - 1 in units else end
+                offsets.append((start, end))
+            ids = enc.ids
+            if ids and ids[0] == self.bos_id:
+                offsets[0] = (0, 0)
+            if len(ids) > 1 and ids[-1] == self.eos_id:
+                last = offsets[-2][1]
+                offsets[-1] = (last, last)
+            out.append(TextSpans(ids, enc.tokens, offsets))
+        return out
 
     def encode(self, texts: list[str], truncate: bool) -> list[TokenizedText]:
         """Tokenize texts; raises TextTooLongError (with the index) when truncation is off."""

@@ -90,3 +90,9 @@ def test_tokenize_matches_the_checkpoint_tokenizer(client, reference):
     assert second["tokens"] == reference.token_ids(long) and (second["count"], second["truncated"]) == (102, True)
     single = post(client, "/v1/tokenize", input="hello world")
     assert single["data"][0]["tokens"] == reference.token_ids("hello world")
+    # Token strings and character spans (docs/api.md's example): 🐈 is one character, two tokens.
+    shown = post(client, "/v1/tokenize", input="A Photo,  café 🐈")["data"][0]
+    assert shown["token_strings"] == ["<|startoftext|>", "a</w>", "photo</w>", ",</w>", "cafÃ©</w>", "ðŁĲ", "Ī</w>",
+                                      "<|endoftext|>"]
+    assert shown["offsets"] == [[0, 0], [0, 1], [2, 7], [7, 8], [10, 14], [15, 16], [15, 16], [16, 16]]
+    assert len(second["offsets"]) == len(second["token_strings"]) == 102

@@ -1,4 +1,4 @@
-"""POST /v1/tokenize: token ids and counts per text, and whether embedding would truncate."""
+"""POST /v1/tokenize: token ids, strings and character spans per text, and whether embedding would truncate."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ async def tokenize(body: TokenizeRequest, state: RouterState = Depends(get_state
     await variant.wait_ready(READY_WAIT_S)
     context = variant.tokenizer.context_length
     data = [
-        {"object": "tokens", "index": i, "tokens": ids, "count": len(ids), "truncated": len(ids) > context}
-        for i, ids in enumerate(await state.embeddings.token_ids(variant, items))
+        {
+            "object": "tokens", "index": i, "tokens": t.ids, "count": len(t.ids), "truncated": len(t.ids) > context,
+            "token_strings": t.tokens, "offsets": t.offsets,
+        }
+        for i, t in enumerate(await state.embeddings.token_spans(variant, items))
     ]
     return JSONBytes({"object": "list", "data": data, "model": variant.id, "context_length": context})
