@@ -2,8 +2,9 @@
 
 A variant config whose `id` names an entry gets the entry's backend, aliases and other
 defaults; fields the config sets itself win. The architecture fields describe the hub
-checkpoint (tests build shrunk fixtures with the same fields); image size and
-normalisation are still read from the checkpoint itself when it loads.
+checkpoint (tests build shrunk fixtures of the ViTs with the same fields, and check each
+entry's parameter count against OpenAI's model code); image size and normalisation are
+still read from the checkpoint itself when it loads.
 Pure data: no torch, no ray.
 """
 
@@ -13,29 +14,105 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
+def _block_params(width: int) -> int:
+    """One pre-LayerNorm transformer block: attention (in/out projections with biases),
+    two LayerNorms and a 4x MLP."""
+    return 12 * width * width + 13 * width
+
+
+def _bottleneck_params(inplanes: int, planes: int) -> int:
+    """One block of OpenAI's modified ResNet: 1x1, 3x3 and 1x1 (4x wider) convolutions
+    without biases, each followed by a BatchNorm (weight and bias); the first block of a
+    stage also has a 1x1 projection of its input and its BatchNorm."""
+    out = 4 * planes
+    total = inplanes * planes + 9 * planes * planes + planes * out + 2 * (planes + planes + out)
+    return total + (inplanes * out + 2 * out if inplanes != out else 0)
+
+
 @dataclass(frozen=True)
 class Architecture:
+    """A CLIP checkpoint's shape, in the terms of OpenAI's `clip/model.py`.
+
+    `architecture` "vit": `vision` is (width, layers, heads) and `patch_size` is set.
+    "resnet" (OpenAI's modified ResNet with attention pooling): `vision` is (stem width,
+    the four stages' block counts, attention-pool heads) and there is no patch size.
+    """
+
+    architecture: str
     embed_dim: int
     image_size: int
-    patch_size: int
+    patch_size: int | None
     context_length: int
-    vision: tuple[int, int, int]  # width, layers, heads
-    text: tuple[int, int, int]
-    hidden_act: str  # as the hub config.json states: quick_gelu (OpenAI layout) or gelu
+    vision: tuple[int, int | tuple[int, int, int, int], int]
+    text: tuple[int, int, int]  # width, layers, heads
+    hidden_act: str  # the towers' activation: quick_gelu (OpenAI's) or gelu
     # 2 in the original hub configs: transformers then pools the text tower at
-    # argmax(input_ids) (the EOS id is the largest) instead of at the first EOS.
+    # argmax(input_ids) (the EOS id is the largest) instead of at the first EOS;
+    # OpenAI's and open_clip's own code always pool there.
     eos_token_id: int = 2
+    vocab_size: int = 49408
+
+    def __post_init__(self) -> None:
+        width, layers, heads = self.vision
+        if self.architecture == "vit":
+            ok = isinstance(self.patch_size, int) and isinstance(layers, int)
+        elif self.architecture == "resnet":
+            # OpenAI's ModifiedResNet: 64-wide attention heads over the 32x-wide last stage.
+            ok = self.patch_size is None and isinstance(layers, tuple) and len(layers) == 4 and heads == width * 32 // 64
+        else:
+            ok = False
+        if not ok:
+            raise ValueError(f"inconsistent {self.architecture!r} architecture: {self}")
+
+    @property
+    def vision_params(self) -> int:
+        """The image tower's parameters, projection to the embedding included."""
+        width, layers, _ = self.vision
+        if self.architecture == "vit":
+            tokens = (self.image_size // self.patch_size) ** 2 + 1
+            embed = 3 * self.patch_size**2 * width + width + tokens * width  # patch conv, class token, positions
+            return embed + 2 * width + layers * _block_params(width) + 2 * width + width * self.embed_dim
+        half = width // 2  # three 3x3 stem convolutions (3 -> w/2 -> w/2 -> w), each with a BatchNorm
+        total = 27 * half + 9 * half * half + 9 * half * width + 2 * (half + half + width)
+        inplanes = width
+        for stage, blocks in enumerate(layers):
+            planes = width * 2**stage
+            total += _bottleneck_params(inplanes, planes) + (blocks - 1) * _bottleneck_params(4 * planes, planes)
+            inplanes = 4 * planes
+        # Attention pooling over the last stage's grid plus its mean: positions, q/k/v and
+        # the output projection to the embedding, all with biases.
+        pooled = 32 * width
+        positions = ((self.image_size // 32) ** 2 + 1) * pooled
+        return total + positions + 3 * (pooled * pooled + pooled) + pooled * self.embed_dim + self.embed_dim
+
+    @property
+    def text_params(self) -> int:
+        """The text tower's parameters, projection to the embedding included."""
+        width, layers, _ = self.text
+        embed = self.vocab_size * width + self.context_length * width
+        return embed + layers * _block_params(width) + 2 * width + width * self.embed_dim
+
+    @property
+    def params(self) -> int:
+        """Exactly the parameters of OpenAI's CLIP of this shape (logit_scale included)."""
+        return self.vision_params + self.text_params + 1
 
     @property
     def params_millions(self) -> int:
-        def tower(width: int, layers: int) -> int:
-            return 12 * width * width * layers
+        return round(self.params / 1e6)
 
-        (vw, vl, _), (tw, tl, _) = self.vision, self.text
-        patches = (self.image_size // self.patch_size) ** 2 + 1
-        total = tower(vw, vl) + tower(tw, tl) + 3 * self.patch_size**2 * vw + patches * vw
-        total += 49408 * tw + self.context_length * tw + (vw + tw) * self.embed_dim
-        return round(total / 1e6)
+
+def vit(embed_dim: int, image_size: int, patch_size: int, vision: tuple[int, int, int], text: tuple[int, int, int],
+        hidden_act: str = "quick_gelu", *, context_length: int = 77, vocab_size: int = 49408) -> Architecture:
+    return Architecture("vit", embed_dim, image_size, patch_size, context_length, vision, text, hidden_act,
+                        vocab_size=vocab_size)
+
+
+def resnet(embed_dim: int, image_size: int, stem_width: int, layers: tuple[int, int, int, int],
+           text: tuple[int, int, int], hidden_act: str = "quick_gelu", *, context_length: int = 77,
+           vocab_size: int = 49408) -> Architecture:
+    return Architecture("resnet", embed_dim, image_size, None, context_length,
+                        (stem_width, layers, stem_width * 32 // 64), text, hidden_act, vocab_size=vocab_size)
 
 
 @dataclass(frozen=True)
@@ -52,8 +129,8 @@ class Resources:
         return self.image_cpus if tower == "image" else self.text_cpus
 
 
-# For checkpoints outside the catalogue, by the vision tower's size (millions of weights,
-# 12 x width^2 x layers): the catalogue's CPU counts for towers of that size.
+# For checkpoints outside the catalogue, by the vision tower's parameters (millions, exact
+# for the shapes Architecture describes): the catalogue's CPU counts for towers of that size.
 SIZE_CLASSES: tuple[tuple[str, float, Resources], ...] = (
     ("tiny", 30, Resources(1, 1, 0.5, "optional")),
     ("base", 150, Resources(2, 1, 1.0, "optional")),
@@ -61,9 +138,44 @@ SIZE_CLASSES: tuple[tuple[str, float, Resources], ...] = (
 )
 
 
-def size_class(vision_width: int, vision_layers: int) -> tuple[str, Resources]:
-    millions = 12 * vision_width * vision_width * vision_layers / 1e6
-    return next((name, res) for name, limit, res in SIZE_CLASSES if millions < limit)
+def size_class(vision_params: int) -> tuple[str, Resources]:
+    return next((name, res) for name, limit, res in SIZE_CLASSES if vision_params / 1e6 < limit)
+
+
+# open_clip config keys that keep a tower in the shapes above (no timm or Hugging Face towers,
+# no changed MLP ratios or pooling).
+_OPEN_CLIP_VISION_KEYS = {"image_size", "layers", "width", "patch_size", "head_width"}
+_OPEN_CLIP_TEXT_KEYS = {"context_length", "vocab_size", "width", "heads", "layers"}
+
+
+def architecture_from_config(config: dict[str, Any]) -> Architecture | None:
+    """The shape a checkpoint's config states: transformers' config.json (`vision_config`
+    with at least its width and depth; other fields default as in transformers' CLIPConfig)
+    or open_clip's open_clip_config.json (`model_cfg`). None for anything else."""
+    try:
+        if isinstance(config.get("vision_config"), dict):
+            v, t = config["vision_config"], config.get("text_config") or {}
+            arch = vit(config.get("projection_dim", 512), v.get("image_size", 224), v.get("patch_size", 32),
+                       (v["hidden_size"], v["num_hidden_layers"], v.get("num_attention_heads", 12)),
+                       (t.get("hidden_size", 512), t.get("num_hidden_layers", 12), t.get("num_attention_heads", 8)),
+                       v.get("hidden_act", "quick_gelu"), context_length=t.get("max_position_embeddings", 77),
+                       vocab_size=t.get("vocab_size", 49408))
+        else:
+            cfg = config["model_cfg"]
+            v, t = cfg["vision_cfg"], cfg.get("text_cfg", {})
+            if set(v) - _OPEN_CLIP_VISION_KEYS or set(t) - _OPEN_CLIP_TEXT_KEYS:
+                return None
+            text = (t.get("width", 512), t.get("layers", 12), t.get("heads", 8))
+            common = {"hidden_act": "quick_gelu" if cfg.get("quick_gelu") else "gelu",
+                      "context_length": t.get("context_length", 77), "vocab_size": t.get("vocab_size", 49408)}
+            if isinstance(v["layers"], list):
+                arch = resnet(cfg["embed_dim"], v.get("image_size", 224), v["width"], tuple(v["layers"]), text, **common)
+            else:
+                arch = vit(cfg["embed_dim"], v.get("image_size", 224), v.get("patch_size", 16),
+                           (v["width"], v["layers"], v["width"] // v.get("head_width", 64)), text, **common)
+        return arch if arch.params > 0 else None  # computing it checks every field is a number
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -93,28 +205,57 @@ class CatalogueEntry:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "params_millions": self.arch.params_millions}
+        return {**asdict(self), "params": self.arch.params, "params_millions": self.arch.params_millions}
 
 
-B32 = Architecture(512, 224, 32, 77, (768, 12, 12), (512, 12, 8), "quick_gelu")
-B16 = Architecture(512, 224, 16, 77, (768, 12, 12), (512, 12, 8), "quick_gelu")
-L14 = Architecture(768, 224, 14, 77, (1024, 24, 16), (768, 12, 12), "quick_gelu")
-L14_336 = Architecture(768, 336, 14, 77, (1024, 24, 16), (768, 12, 12), "quick_gelu")
-B32_GELU = Architecture(512, 224, 32, 77, (768, 12, 12), (512, 12, 8), "gelu")
+B32 = vit(512, 224, 32, (768, 12, 12), (512, 12, 8))
+B16 = vit(512, 224, 16, (768, 12, 12), (512, 12, 8))
+L14 = vit(768, 224, 14, (1024, 24, 16), (768, 12, 12))
+L14_336 = vit(768, 336, 14, (1024, 24, 16), (768, 12, 12))
+B32_GELU = vit(512, 224, 32, (768, 12, 12), (512, 12, 8), "gelu")
+# OpenAI's ResNets, as their open_clip_config.json files (timm/resnet*_clip.openai) state them.
+RN50 = resnet(1024, 224, 64, (3, 4, 6, 3), (512, 12, 8))
+RN101 = resnet(512, 224, 64, (3, 4, 23, 3), (512, 12, 8))
+RN50X4 = resnet(640, 288, 80, (4, 6, 10, 6), (640, 12, 10))
+RN50X16 = resnet(768, 384, 96, (6, 8, 18, 8), (768, 12, 12))
+RN50X64 = resnet(1024, 448, 128, (3, 15, 36, 10), (1024, 12, 16))
 
 _ENTRIES = [
     CatalogueEntry(
         "openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32: the fast, general-purpose default.",
-        B32, Resources(2, 1, 1.0, "optional"), aliases=("clip-vit-base-patch32", "ViT-B-32")),
+        B32, Resources(2, 1, 1.0, "optional"), aliases=("clip-vit-base-patch32", "ViT-B/32", "ViT-B-32")),
     CatalogueEntry(
         "openai/clip-vit-base-patch16", "OpenAI CLIP ViT-B/16: 4x the image compute of B/32, finer detail.",
-        B16, Resources(4, 1, 1.5, "optional"), aliases=("clip-vit-base-patch16", "ViT-B-16")),
+        B16, Resources(4, 1, 1.5, "optional"), aliases=("clip-vit-base-patch16", "ViT-B/16", "ViT-B-16")),
     CatalogueEntry(
         "openai/clip-vit-large-patch14", "OpenAI CLIP ViT-L/14: the most accurate OpenAI CLIP at 224 px.",
-        L14, Resources(8, 2, 3.0, "recommended"), aliases=("clip-vit-large-patch14", "ViT-L-14")),
+        L14, Resources(8, 2, 3.0, "recommended"), aliases=("clip-vit-large-patch14", "ViT-L/14", "ViT-L-14")),
     CatalogueEntry(
         "openai/clip-vit-large-patch14-336", "OpenAI CLIP ViT-L/14 at 336 px: 2.3x the image compute of L/14.",
-        L14_336, Resources(8, 2, 4.0, "recommended"), aliases=("clip-vit-large-patch14-336", "ViT-L-14-336")),
+        L14_336, Resources(8, 2, 4.0, "recommended"),
+        aliases=("clip-vit-large-patch14-336", "ViT-L/14@336px", "ViT-L-14-336", "ViT-L-14-336px")),
+    # OpenAI's modified ResNets (three-convolution stem, anti-aliased strides, attention
+    # pooling) in open_clip's layout; their CPUs follow image compute as the ViTs' do.
+    CatalogueEntry(
+        "timm/resnet50_clip.openai",
+        "OpenAI CLIP RN50: modified ResNet-50 with attention pooling; about B/32's image compute.",
+        RN50, Resources(2, 1, 1.0, "optional"), aliases=("RN50", "resnet50-clip")),
+    CatalogueEntry(
+        "timm/resnet101_clip.openai",
+        "OpenAI CLIP RN101: modified ResNet-101 with attention pooling; about 2x RN50's image compute.",
+        RN101, Resources(3, 1, 1.0, "optional"), aliases=("RN101", "resnet101-clip")),
+    CatalogueEntry(
+        "timm/resnet50x4_clip.openai",
+        "OpenAI CLIP RN50x4: ResNet-50 scaled EfficientNet-style to ~4x its compute, at 288 px.",
+        RN50X4, Resources(4, 1, 1.5, "optional"), aliases=("RN50x4", "resnet50x4-clip")),
+    CatalogueEntry(
+        "timm/resnet50x16_clip.openai",
+        "OpenAI CLIP RN50x16: ResNet-50 scaled EfficientNet-style to ~16x its compute, at 384 px.",
+        RN50X16, Resources(8, 2, 3.0, "recommended"), aliases=("RN50x16", "resnet50x16-clip")),
+    CatalogueEntry(
+        "timm/resnet50x64_clip.openai",
+        "OpenAI CLIP RN50x64: ResNet-50 scaled EfficientNet-style to ~64x its compute, at 448 px; the largest.",
+        RN50X64, Resources(8, 2, 6.0, "recommended"), aliases=("RN50x64", "resnet50x64-clip")),
     CatalogueEntry(
         "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
         "OpenCLIP ViT-B/32 trained on DataComp-1B: B/32 cost, markedly better zero-shot accuracy.",
@@ -143,13 +284,15 @@ def apply_catalogue(data: Any) -> Any:
 
 def markdown_table() -> str:
     """The catalogue as docs/models.md shows it (a test keeps the two identical)."""
-    rows = ["| id | backend | embedding dim | image size | patch | context | params (M) | "
+    rows = ["| id | architecture | backend | embedding dim | image size | patch | vision layers | context | params (M) | "
             "CPUs image/text | memory (GiB) | GPU | aliases | what |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in _ENTRIES:
         a, r = e.arch, e.resources
-        rows.append(f"| `{e.id}` | {e.backend} | {a.embed_dim} | {a.image_size} | {a.patch_size} | "
-                    f"{a.context_length} | {a.params_millions} | {r.image_cpus}/{r.text_cpus} | {r.memory_gib:g} | "
-                    f"{r.gpu} | {', '.join(f'`{x}`' for x in e.aliases)} | {e.description} |")
+        layers = a.vision[1]
+        layers = "-".join(map(str, layers)) if isinstance(layers, tuple) else layers  # a ResNet's four stages
+        rows.append(f"| `{e.id}` | {a.architecture} | {e.backend} | {a.embed_dim} | {a.image_size} | "
+                    f"{a.patch_size or '-'} | {layers} | {a.context_length} | {a.params_millions} | "
+                    f"{r.image_cpus}/{r.text_cpus} | {r.memory_gib:g} | {r.gpu} | "
+                    f"{', '.join(f'`{x}`' for x in e.aliases)} | {e.description} |")
     return "\n".join(rows)
-

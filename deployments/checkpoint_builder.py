@@ -71,8 +71,11 @@ def clip_config_dict(
 def catalogue_fixture_config(entry: Any, *, width: int = 32, layers: int = 1, heads: int = 2) -> dict[str, Any]:
     """clip_config_dict arguments for a catalogue entry's architecture, shrunk: the fields
     that change behaviour (image and patch size, activation, EOS pooling, context length,
-    embedding size) are the entry's own; widths and depths are `width`/`layers`/`heads`."""
+    embedding size) are the entry's own; widths and depths are `width`/`layers`/`heads`.
+    ViT entries only: this builds transformers' CLIPModel, which has no ResNet tower."""
     arch = entry.arch
+    if arch.architecture != "vit":
+        raise ValueError(f"{entry.id} is a {arch.architecture}; transformers-layout fixtures exist only for ViTs")
     return {
         "hidden_size": width, "layers": layers, "heads": heads, "text_hidden_size": width, "text_layers": layers,
         "text_heads": heads, "image_size": arch.image_size, "patch_size": arch.patch_size,

@@ -91,16 +91,16 @@ def resolve_source(source: str, revision: str | None = None, allow_patterns: lis
         raise CheckpointError(f"could not download {source!r} from the hub: {exc}") from None
 
 
-def local_config(source: str, revision: str | None = None) -> dict[str, Any] | None:
-    """A checkpoint's config.json if it is on this machine already (a local folder, or the
-    Hugging Face cache), without downloading anything; None otherwise."""
+def local_config(source: str, revision: str | None = None, name: str = "config.json") -> dict[str, Any] | None:
+    """A checkpoint's config.json (or its JSON file `name`) if it is on this machine already
+    (a local folder, or the Hugging Face cache), without downloading anything; None otherwise."""
     try:
         if _looks_local(source):
-            path = Path(source).expanduser() / "config.json"
+            path = Path(source).expanduser() / name
         else:
             from huggingface_hub import try_to_load_from_cache
 
-            found = try_to_load_from_cache(source, "config.json", revision=revision)
+            found = try_to_load_from_cache(source, name, revision=revision)
             if not isinstance(found, str):
                 return None
             path = Path(found)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from ..catalogue import CATALOGUE, size_class
+from ..catalogue import CATALOGUE, architecture_from_config, size_class
 from ..config import TOWER_BATCHING, RouterConfig, VariantConfig
 
 ENCODER_DEFAULTS: dict[str, Any] = {
@@ -40,11 +40,13 @@ GPU_ENCODER_ACTOR: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1}
 def _size_class(source: str, revision: str | None) -> tuple[str, Any] | None:
     from ..backends.checkpoint import local_config
 
-    vision = ((local_config(source, revision) or {}).get("vision_config")) or {}
-    width, layers = vision.get("hidden_size"), vision.get("num_hidden_layers")
-    if not (isinstance(width, int) and isinstance(layers, int)):
-        return None
-    return size_class(width, layers)
+    # transformers' config.json, else open_clip's own (its ResNets have no transformers layout;
+    # some of those repositories carry a timm config.json, which names no CLIP shape).
+    for name in ("config.json", "open_clip_config.json"):
+        arch = architecture_from_config(local_config(source, revision, name) or {})
+        if arch is not None:
+            return size_class(arch.vision_params)
+    return None
 
 
 def recommended_resources(variant: VariantConfig, tower: str) -> tuple[dict[str, Any], str]:

@@ -38,7 +38,7 @@ version and restarts all of its replicas; editing the values inside one does not
 For GPUs give encoders `ray_actor_options: {num_gpus: 1}` (or `device: cuda`, which
 defaults to one GPU per replica). An encoder whose config names no resources gets the
 catalogue's CPUs for its tower ([models.md](models.md)), else those of its checkpoint's size
-class (when the checkpoint's config.json is on the machine that builds the app), else one
+class (when its config.json or open_clip_config.json is on the machine that builds the app), else one
 CPU; the start-up log says which, and `/v1/models` reports what each tower's replica was
 granted (`resources`). A backend's own options go under the variant's `options:` (for
 example `backend: onnx` with `options: {onnx_dtype: q8}`); the same keys written directly

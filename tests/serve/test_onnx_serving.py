@@ -85,6 +85,9 @@ def test_models_list_backend_variant_and_catalogue_defaults(onnx_client):
     l14 = models[L14_336_ID]
     assert (l14["backend"], l14["image_size"], l14["embedding_dimension"]) == ("torch", [336, 336], 768)
     assert "ViT-L-14-336" in l14["aliases"]
+    # OpenAI's name, '/' and '@' in it, in a URL path through Serve's HTTP ingress: as written and encoded.
+    for path in ("ViT-L/14@336px", "ViT-L%2F14%40336px"):
+        assert onnx_client.get(f"/v1/models/{path}").json()["id"] == L14_336_ID, path
 
 
 def test_336_px_variant_preprocesses_to_336(onnx_client, l14_336_dir):

@@ -1,6 +1,11 @@
-"""OpenAI's own CLIP code (`clip/model.py` from the clip-anytorch wheel, installed with
---no-deps) as the reference, and tiny random models built with it, saved in open_clip's
-hub layout and as TorchScript archives like OpenAI's release files."""
+"""OpenAI's own CLIP code (`clip/model.py` from the clip-anytorch wheel) as the reference,
+and tiny random models built with it, saved in open_clip's hub layout and as TorchScript
+archives like OpenAI's release files.
+
+clip-anytorch is installed with --no-deps (scripts/install.sh): its dependencies would
+replace the pinned torch. Only model.py is loaded, by path, because the package's __init__
+imports torchvision. A missing install fails the tests that need it rather than skipping
+them: the reference is what they are for."""
 
 from __future__ import annotations
 
@@ -13,13 +18,16 @@ from types import ModuleType
 import numpy as np
 
 
+INSTALL = "pip install --no-deps clip-anytorch==2.6.0"
+
+
 @lru_cache(maxsize=1)
 def openai_clip_module() -> ModuleType:
     """`clip/model.py` loaded by path: the package's __init__ imports torchvision, which does
     not import against this project's CPU torch wheel (find_spec does not run __init__)."""
     spec = importlib.util.find_spec("clip")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("clip-anytorch is not installed (pip install --no-deps clip-anytorch)")
+        raise ImportError(f"OpenAI's CLIP code is not installed: {INSTALL} (scripts/install.sh does)")
     path = Path(list(spec.submodule_search_locations)[0]) / "model.py"
     module_spec = importlib.util.spec_from_file_location("openai_clip_model", path)
     module = importlib.util.module_from_spec(module_spec)

@@ -1,27 +1,50 @@
-"""The variant catalogue: a config naming an entry by id gets its defaults, docs/models.md
-shows the catalogue as it is, and a fixture shaped like each entry loads on both backends."""
+"""The variant catalogue: a config naming an entry by id gets its defaults, OpenAI's names
+resolve everywhere a model is named, docs/models.md shows the catalogue as it is, each
+architecture's parameter count is OpenAI's own, and a fixture shaped like each ViT entry
+loads on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
+import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from support.helpers import REPO, cosine
 from support.onnx_fixtures import build_catalogue_fixture
+from support.openai_clip import openai_clip_module
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.onnx_backend import OnnxBackend
 from deployments.backends.torch_backend import TorchBackend
-from deployments.catalogue import CATALOGUE, markdown_table
+from deployments.catalogue import CATALOGUE, architecture_from_config, markdown_table
 from deployments.config import parse_app_config
 from deployments.export.onnx_export import export_onnx
 from deployments.preprocess.tokenizer import ClipTokenizer
 from deployments.engine.payloads import pack_tokens
+from deployments.protocol.labels import PromptLimits
+from deployments.serving.errors import install_error_handlers
+from deployments.serving.routes import hf_inference, models
+from deployments.serving.variants import VariantRegistry
 
 SEED_MODELS = {"openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",
                "openai/clip-vit-large-patch14-336", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
-               "patrickjohncyh/fashion-clip", "Xenova/clip-vit-base-patch32"}
+               "patrickjohncyh/fashion-clip", "Xenova/clip-vit-base-patch32", "timm/resnet50_clip.openai",
+               "timm/resnet101_clip.openai", "timm/resnet50x4_clip.openai", "timm/resnet50x16_clip.openai",
+               "timm/resnet50x64_clip.openai"}
+# The names OpenAI's clip package loads (clip.available_models()) and its download files' names.
+OPENAI_NAMES = {
+    "RN50": "timm/resnet50_clip.openai", "RN101": "timm/resnet101_clip.openai",
+    "RN50x4": "timm/resnet50x4_clip.openai", "RN50x16": "timm/resnet50x16_clip.openai",
+    "RN50x64": "timm/resnet50x64_clip.openai",
+    "ViT-B/32": "openai/clip-vit-base-patch32", "ViT-B-32": "openai/clip-vit-base-patch32",
+    "ViT-B/16": "openai/clip-vit-base-patch16", "ViT-B-16": "openai/clip-vit-base-patch16",
+    "ViT-L/14": "openai/clip-vit-large-patch14", "ViT-L-14": "openai/clip-vit-large-patch14",
+    "ViT-L/14@336px": "openai/clip-vit-large-patch14-336", "ViT-L-14-336px": "openai/clip-vit-large-patch14-336",
+}
 
 
 def test_every_seed_model_is_catalogued():
@@ -37,7 +60,8 @@ def test_a_variant_named_by_id_alone_gets_the_entry_defaults():
     ]}).variants
     assert (xenova.backend, xenova.onnx_dtype, xenova.logit_scale) == ("onnx", "fp32", 100.0)
     assert xenova.aliases == ["xenova-clip-vit-base-patch32"] and xenova.resolved_source == xenova.id
-    assert (l14.backend, l14.aliases) == ("torch", ["clip-vit-large-patch14-336", "ViT-L-14-336"])
+    assert (l14.backend, l14.aliases) == (
+        "torch", ["clip-vit-large-patch14-336", "ViT-L/14@336px", "ViT-L-14-336", "ViT-L-14-336px"])
     assert fashion.aliases == ["fc"]  # what the config says wins
     # Overriding the backend drops the entry's onnx-only defaults instead of failing.
     as_torch = parse_app_config({"variants": [{"id": "Xenova/clip-vit-base-patch32", "backend": "torch"}]})
@@ -47,8 +71,89 @@ def test_a_variant_named_by_id_alone_gets_the_entry_defaults():
     assert q8.variants[0].backend_options() == {"onnx_dtype": "q8"}
 
 
+def openai_app() -> tuple[FastAPI, list]:
+    """The model-naming routes over a registry of the nine OpenAI entries, served by id alone;
+    the zero-shot work is a stub that records which variant it was asked for."""
+    config = parse_app_config({"variants": [{"id": i} for i in sorted(set(OPENAI_NAMES.values()))]})
+    asked: list = []
+
+    async def classify(variant, items, prompts, truncate):
+        asked.append(variant.id)
+        return SimpleNamespace(probabilities=[np.full(len(prompts.labels), 1 / len(prompts.labels))])
+
+    zero_shot = SimpleNamespace(prompt_limits=PromptLimits.from_config(config.limits), classify=classify)
+    encoders = {v.id: {t: object() for t in v.towers} for v in config.variants}
+    state = SimpleNamespace(config=config, variants=VariantRegistry(config, encoders), zero_shot=zero_shot,
+                            truncate=lambda requested: True)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.clip = state
+    for module in (models, hf_inference):
+        app.include_router(module.router)
+    return app, asked
+
+
+def test_openai_names_resolve_in_configs_request_bodies_and_url_paths():
+    app, asked = openai_app()
+    registry = app.state.clip.variants
+    for name, entry_id in OPENAI_NAMES.items():
+        assert CATALOGUE[entry_id].aliases.count(name) == 1
+        assert registry.resolve(name).id == entry_id  # the `model` field of every request
+
+    async def calls():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for name, entry_id in OPENAI_NAMES.items():
+                for path in (name, name.replace("/", "%2F").replace("@", "%40")):  # as written, and encoded
+                    r = await client.get(f"/v1/models/{path}")
+                    assert (r.status_code, r.json()["id"]) == (200, entry_id), path
+                    r = await client.post(f"/models/{path}", json={
+                        "inputs": "AAAA", "parameters": {"candidate_labels": ["a cat", "a dog"]}})
+                    assert r.status_code == 200 and asked.pop() == entry_id, (path, r.text)
+            assert (await client.get("/v1/models/ViT-L/14@224px")).status_code == 404
+
+    asyncio.run(calls())
+
+
 def test_the_models_page_shows_the_catalogue_as_it_is():
     assert markdown_table() in (REPO / "docs" / "models.md").read_text()
+
+
+@pytest.mark.parametrize("entry_id", sorted(CATALOGUE))
+def test_parameter_counts_are_those_of_openais_model_code(entry_id):
+    """Each architecture built by OpenAI's clip/model.py on the meta device (shapes only, no
+    memory): our count from the architecture's fields is exactly its number of parameters."""
+    import torch
+
+    clip_model = openai_clip_module()
+    arch = CATALOGUE[entry_id].arch
+    (vision_width, vision_layers, _), (text_width, text_layers, _) = arch.vision, arch.text
+    with torch.device("meta"):
+        # As OpenAI's build_model: text heads are width // 64; the vision heads it derives itself.
+        model = clip_model.CLIP(arch.embed_dim, arch.image_size, vision_layers, vision_width, arch.patch_size,
+                                arch.context_length, arch.vocab_size, text_width, text_width // 64, text_layers)
+    assert type(model.visual).__name__ == {"vit": "VisionTransformer", "resnet": "ModifiedResNet"}[arch.architecture]
+    assert arch.vision_params == sum(p.numel() for p in model.visual.parameters())
+    assert arch.params == sum(p.numel() for p in model.parameters())
+    if arch.architecture == "resnet":
+        assert model.visual.attnpool.num_heads == arch.vision[2]
+
+
+def test_open_clip_configs_give_the_catalogues_architectures():
+    """The hub's open_clip_config.json of RN50x64 and a transformers config.json of ViT-B/32,
+    as written there, describe the catalogue's shapes."""
+    rn50x64 = {"model_cfg": {
+        "embed_dim": 1024, "quick_gelu": True,
+        "vision_cfg": {"image_size": 448, "layers": [3, 15, 36, 10], "width": 128, "patch_size": None},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 12}},
+        "preprocess_cfg": {"interpolation": "bicubic", "resize_mode": "shortest"}}
+    assert architecture_from_config(rn50x64) == CATALOGUE["timm/resnet50x64_clip.openai"].arch
+    b32 = {"projection_dim": 512, "vision_config": {"hidden_size": 768, "num_hidden_layers": 12, "patch_size": 32},
+           "text_config": {"hidden_size": 512, "num_attention_heads": 8}}
+    assert architecture_from_config(b32).params == CATALOGUE["openai/clip-vit-base-patch32"].arch.params
+    timm_tower = {"model_cfg": {"embed_dim": 1024, "vision_cfg": {"timm_model_name": "resnetaa50d"}, "text_cfg": {}}}
+    for unknown in (timm_tower, {"architecture": "resnet50x4_clip_gap"}, {"vision_config": {"hidden_size": "x"}}):
+        assert architecture_from_config(unknown) is None
 
 
 def one_entry_per_architecture() -> list[str]:
@@ -56,7 +161,8 @@ def one_entry_per_architecture() -> list[str]:
     build, export and compare the same graph again: one of each."""
     chosen: dict = {}
     for entry_id in sorted(CATALOGUE, key=str.lower):
-        chosen.setdefault(CATALOGUE[entry_id].arch, entry_id)
+        if CATALOGUE[entry_id].arch.architecture == "vit":  # ResNets: the ResNet loader's tests cover them
+            chosen.setdefault(CATALOGUE[entry_id].arch, entry_id)
     return sorted(chosen.values())
 
 

@@ -39,6 +39,25 @@ def test_other_checkpoints_get_their_size_class(model_dir, tmp_path):
     assert cpus(unknown) == (1, 1) and recommended_resources(unknown, "text")[1] == "default"
 
 
+def test_open_clip_checkpoints_get_the_size_class_of_their_vision_tower(tmp_path):
+    """A ResNet outside the catalogue (open_clip layout; timm's config.json beside it names
+    no CLIP shape) is classed by its vision tower's parameters."""
+    def resnet_folder(name: str, width: int, layers: list[int], image_size: int, embed_dim: int) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"architecture": "resnet50_clip_gap", "num_classes": 0}))
+        (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+            "embed_dim": embed_dim, "quick_gelu": True,
+            "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "patch_size": None},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}}))
+        return str(folder)
+
+    rn50 = VariantConfig(id="local/rn50", source=resnet_folder("rn50", 64, [3, 4, 6, 3], 224, 1024))
+    assert cpus(rn50) == (2, 1) and recommended_resources(rn50, "image")[1] == "size class base"  # 38M
+    rn50x64 = VariantConfig(id="local/rn50x64", source=resnet_folder("rn50x64", 128, [3, 15, 36, 10], 448, 1024))
+    assert cpus(rn50x64) == (8, 2)  # 420M
+
+
 def test_defaults_live_in_one_place():
     image, text = ImageEncoderReplica.get_deployment_options(), TextEncoderReplica.get_deployment_options()
     assert image["user_config"]["max_batch_size"] == 32 and text["user_config"]["max_batch_size"] == 64
