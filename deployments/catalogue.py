@@ -142,37 +142,17 @@ def size_class(vision_params: int) -> tuple[str, Resources]:
     return next((name, res) for name, limit, res in SIZE_CLASSES if vision_params / 1e6 < limit)
 
 
-# open_clip config keys that keep a tower in the shapes above (no timm or Hugging Face towers,
-# no changed MLP ratios or pooling).
-_OPEN_CLIP_VISION_KEYS = {"image_size", "layers", "width", "patch_size", "head_width"}
-_OPEN_CLIP_TEXT_KEYS = {"context_length", "vocab_size", "width", "heads", "layers"}
-
-
 def architecture_from_config(config: dict[str, Any]) -> Architecture | None:
-    """The shape a checkpoint's config states: transformers' config.json (`vision_config`
-    with at least its width and depth; other fields default as in transformers' CLIPConfig)
-    or open_clip's open_clip_config.json (`model_cfg`). None for anything else."""
+    """The shape a transformers config.json states (`vision_config` with at least its width
+    and depth; other fields default as in transformers' CLIPConfig); None for anything else.
+    open_clip_config.json is read by backends.clip_layouts (ClipArch.catalogue_arch)."""
     try:
-        if isinstance(config.get("vision_config"), dict):
-            v, t = config["vision_config"], config.get("text_config") or {}
-            arch = vit(config.get("projection_dim", 512), v.get("image_size", 224), v.get("patch_size", 32),
-                       (v["hidden_size"], v["num_hidden_layers"], v.get("num_attention_heads", 12)),
-                       (t.get("hidden_size", 512), t.get("num_hidden_layers", 12), t.get("num_attention_heads", 8)),
-                       v.get("hidden_act", "quick_gelu"), context_length=t.get("max_position_embeddings", 77),
-                       vocab_size=t.get("vocab_size", 49408))
-        else:
-            cfg = config["model_cfg"]
-            v, t = cfg["vision_cfg"], cfg.get("text_cfg", {})
-            if set(v) - _OPEN_CLIP_VISION_KEYS or set(t) - _OPEN_CLIP_TEXT_KEYS:
-                return None
-            text = (t.get("width", 512), t.get("layers", 12), t.get("heads", 8))
-            common = {"hidden_act": "quick_gelu" if cfg.get("quick_gelu") else "gelu",
-                      "context_length": t.get("context_length", 77), "vocab_size": t.get("vocab_size", 49408)}
-            if isinstance(v["layers"], list):
-                arch = resnet(cfg["embed_dim"], v.get("image_size", 224), v["width"], tuple(v["layers"]), text, **common)
-            else:
-                arch = vit(cfg["embed_dim"], v.get("image_size", 224), v.get("patch_size", 16),
-                           (v["width"], v["layers"], v["width"] // v.get("head_width", 64)), text, **common)
+        v, t = config["vision_config"], config.get("text_config") or {}
+        arch = vit(config.get("projection_dim", 512), v.get("image_size", 224), v.get("patch_size", 32),
+                   (v["hidden_size"], v["num_hidden_layers"], v.get("num_attention_heads", 12)),
+                   (t.get("hidden_size", 512), t.get("num_hidden_layers", 12), t.get("num_attention_heads", 8)),
+                   v.get("hidden_act", "quick_gelu"), context_length=t.get("max_position_embeddings", 77),
+                   vocab_size=t.get("vocab_size", 49408))
         return arch if arch.params > 0 else None  # computing it checks every field is a number
     except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
         return None

@@ -94,6 +94,28 @@ class ClipArch:
     def architecture(self) -> str:
         return "vit" if isinstance(self.vision_layers, int) else "resnet"
 
+    def catalogue_arch(self):
+        """This shape as the catalogue describes shapes (deployments.catalogue.Architecture)."""
+        from ..catalogue import resnet, vit
+
+        act = "quick_gelu" if self.quick_gelu else "gelu"
+        text = (self.text_width, self.text_layers, self.text_heads)
+        common = {"context_length": self.context_length, "vocab_size": self.vocab_size}
+        if self.architecture == "resnet":
+            return resnet(self.embed_dim, self.image_size, self.vision_width, tuple(self.vision_layers), text, act,
+                          **common)
+        return vit(self.embed_dim, self.image_size, self.patch_size,
+                   (self.vision_width, self.vision_layers, self.vision_heads), text, act, **common)
+
+    @classmethod
+    def of(cls, arch: Any) -> ClipArch:
+        """A catalogue entry's Architecture (deployments.catalogue) as a ClipArch."""
+        (width, layers, heads), (text_width, text_layers, text_heads) = arch.vision, arch.text
+        return cls(embed_dim=arch.embed_dim, image_size=arch.image_size, vision_layers=layers, vision_width=width,
+                   vision_heads=heads, patch_size=arch.patch_size, context_length=arch.context_length,
+                   vocab_size=arch.vocab_size, text_width=text_width, text_heads=text_heads,
+                   text_layers=text_layers, quick_gelu=arch.hidden_act == "quick_gelu")
+
     def resnet_spec(self):
         from .openai_resnet import ResNetSpec
 
@@ -198,42 +220,48 @@ class OpenClipModel:
 
 def read_open_clip_config(path: Path) -> OpenClipModel:
     """Parse open_clip_config.json; errors name the file and the field."""
-    data = _read_json(path)
+    return parse_open_clip_config(_read_json(path), path.name)
+
+
+def parse_open_clip_config(data: Any, name: str = OPEN_CLIP_CONFIG) -> OpenClipModel:
+    """open_clip_config.json's content -> the model it describes; LayoutError names the field."""
+    if not isinstance(data, dict):
+        raise LayoutError(f"{name}: expected a JSON object")
     try:
         cfg = _OpenClipFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise LayoutError(f"{path.name}: {field}: {first['msg']}") from None
+        raise LayoutError(f"{name}: {field}: {first['msg']}") from None
     model, vision, text, pre = cfg.model_cfg, cfg.model_cfg.vision_cfg, cfg.model_cfg.text_cfg, cfg.preprocess_cfg
     sections = {"vision_cfg": vision, "text_cfg": text, "model_cfg": model}
     for section, key, default in _UNSUPPORTED:
         value = (sections[section].model_extra or {}).get(key, default)
         if value != default:
             where = key if section == "model_cfg" else f"{section}.{key}"
-            raise LayoutError(f"{path.name}: model_cfg.{where} = {value!r} is not supported by this server "
+            raise LayoutError(f"{name}: model_cfg.{where} = {value!r} is not supported by this server "
                               f"(only open_clip's default, {default!r})")
     if isinstance(vision.image_size, list):
         if len(vision.image_size) != 2 or vision.image_size[0] != vision.image_size[1]:
-            raise LayoutError(f"{path.name}: model_cfg.vision_cfg.image_size: only square sizes are supported")
+            raise LayoutError(f"{name}: model_cfg.vision_cfg.image_size: only square sizes are supported")
     image_size = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
     if isinstance(vision.layers, list):
         if len(vision.layers) != 4 or any(n < 1 for n in vision.layers):
-            raise LayoutError(f"{path.name}: model_cfg.vision_cfg.layers: a ResNet has four stages, got "
+            raise LayoutError(f"{name}: model_cfg.vision_cfg.layers: a ResNet has four stages, got "
                               f"{vision.layers!r}")
         layers: int | tuple = tuple(vision.layers)
         heads, patch = vision.width * 32 // vision.head_width, None
         if image_size % 32:
-            raise LayoutError(f"{path.name}: model_cfg.vision_cfg.image_size must be a multiple of 32 for a ResNet")
+            raise LayoutError(f"{name}: model_cfg.vision_cfg.image_size must be a multiple of 32 for a ResNet")
     else:
         if not vision.patch_size:
-            raise LayoutError(f"{path.name}: model_cfg.vision_cfg.patch_size is required for a ViT (layers is an int)")
+            raise LayoutError(f"{name}: model_cfg.vision_cfg.patch_size is required for a ViT (layers is an int)")
         layers, heads, patch = vision.layers, vision.width // vision.head_width, vision.patch_size
     if pre.interpolation not in _INTERPOLATION:
-        raise LayoutError(f"{path.name}: preprocess_cfg.interpolation {pre.interpolation!r}: expected one of "
+        raise LayoutError(f"{name}: preprocess_cfg.interpolation {pre.interpolation!r}: expected one of "
                           f"{sorted(_INTERPOLATION)}")
     if pre.resize_mode not in ("shortest", "squash"):
-        raise LayoutError(f"{path.name}: preprocess_cfg.resize_mode {pre.resize_mode!r}: expected 'shortest' "
+        raise LayoutError(f"{name}: preprocess_cfg.resize_mode {pre.resize_mode!r}: expected 'shortest' "
                           "(resize the short side, centre crop) or 'squash' (resize to the square)")
     arch = ClipArch(
         embed_dim=model.embed_dim, image_size=image_size, vision_layers=layers, vision_width=vision.width,

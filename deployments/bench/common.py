@@ -18,10 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_ID = "bench/vit-b-32"
 VIT_B32 = {"hidden_size": 768, "layers": 12, "heads": 12, "image_size": 224, "patch_size": 32,
            "projection_dim": 512, "text_hidden_size": 512, "text_layers": 12, "text_heads": 8}
-# OpenAI's RN50 (open_clip layout), the benches' ResNet beside ViT-B/32.
-RN50 = dict(embed_dim=1024, image_size=224, vision_layers=(3, 4, 6, 3), vision_width=64, vision_heads=32,
-            patch_size=None, context_length=77, vocab_size=49408, text_width=512, text_heads=8, text_layers=12,
-            quick_gelu=True)
+# OpenAI's RN50 (open_clip layout, the catalogue's shape), the benches' ResNet beside ViT-B/32.
+RN50_ID = "timm/resnet50_clip.openai"
 ARCHITECTURES = ("vit-b-32", "rn50")
 WORDS = {
     "adj": ["red", "small", "old", "shiny", "wooden", "striped", "bright", "dark", "fluffy", "broken"],
@@ -52,8 +50,9 @@ def bench_checkpoint(arch: str = "vit-b-32") -> Path:
     if arch == "rn50":
         if not (folder / "open_clip_model.safetensors").is_file():
             from ..backends.clip_layouts import ClipArch
+            from ..catalogue import CATALOGUE
 
-            build_open_clip_checkpoint(folder, ClipArch(**RN50))
+            build_open_clip_checkpoint(folder, ClipArch.of(CATALOGUE[RN50_ID].arch))
     elif not (folder / "model.safetensors").is_file():
         build_clip_checkpoint(folder, seed=0, **VIT_B32)
     return folder

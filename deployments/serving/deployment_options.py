@@ -38,15 +38,19 @@ GPU_ENCODER_ACTOR: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1}
 
 @lru_cache(maxsize=64)
 def _size_class(source: str, revision: str | None) -> tuple[str, Any] | None:
+    from ..backends import clip_layouts
     from ..backends.checkpoint import local_config
 
     # transformers' config.json, else open_clip's own (its ResNets have no transformers layout;
     # some of those repositories carry a timm config.json, which names no CLIP shape).
-    for name in ("config.json", "open_clip_config.json"):
-        arch = architecture_from_config(local_config(source, revision, name) or {})
-        if arch is not None:
-            return size_class(arch.vision_params)
-    return None
+    arch = architecture_from_config(local_config(source, revision) or {})
+    if arch is None:
+        found = local_config(source, revision, clip_layouts.OPEN_CLIP_CONFIG)
+        try:
+            arch = clip_layouts.parse_open_clip_config(found).arch.catalogue_arch() if found else None
+        except clip_layouts.LayoutError:
+            return None
+    return size_class(arch.vision_params) if arch is not None else None
 
 
 def recommended_resources(variant: VariantConfig, tower: str) -> tuple[dict[str, Any], str]:

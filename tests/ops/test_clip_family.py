@@ -23,7 +23,7 @@ from deployments.checkpoint_builder import install_in_hf_cache
 from deployments.preprocess.image_spec import ImageSpec
 from deployments.preprocess.images import ImageLimits, prepare_image
 
-RN_ID = "timm/resnet50_clip.openai"  # a hub id; the files are the tiny model's
+RN_ID = "timm/resnet50_clip.openai"  # the catalogue's RN50 by hub id; the files are the tiny model's
 TEXTS = ["a photo of a cat", "a red bicycle, leaning on a wall", "x"]
 LABELS = ["a cat", "a dog", "a red car", "a bowl of soup"]
 IMAGES = [encode(natural_image(w, h, seed=i), "PNG") for i, (w, h) in enumerate([(90, 60), (40, 110), (64, 64)])]
@@ -39,7 +39,7 @@ def family(tmp_path_factory):
     archive = save_openai_archive(vit, root / "clip-cache" / "ViT-B-32.pt")
     small = {"ray_actor_options": {"num_cpus": 0.5}}
     variants = [
-        {"id": RN_ID, "aliases": ["rn50-tiny"], "dtype": "float32", "cpu_threads": 1,
+        {"id": RN_ID, "dtype": "float32", "cpu_threads": 1,
          "image_deployment": small, "text_deployment": small},
         {"id": "vit-b32-archive", "source": str(archive), "dtype": "float32", "cpu_threads": 1,
          "options": {"allow_pickle_weights": True}, "image_deployment": small, "text_deployment": small},
@@ -120,6 +120,9 @@ def test_family_serves_with_parity_to_openai_code(family, client, model_id, arch
     texts = embed(client, model_id, TEXTS + LABELS)
     assert ((images * ref_images).sum(-1)).min() >= 0.9999
     assert ((texts * ref_texts).sum(-1)).min() >= 0.9999
+    if model_id == RN_ID:  # a catalogue entry: OpenAI's name works as an alias
+        assert "RN50" in card["aliases"]
+        np.testing.assert_array_equal(embed(client, "RN50", TEXTS + LABELS), texts)
 
     # classify: softmax over labels of exp(logit_scale) * cosine, with OpenAI's vectors
     r = client.post("/v1/classify", json={"model": model_id, "input": [{"image": b64(d)} for d in IMAGES],

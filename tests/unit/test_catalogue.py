@@ -20,6 +20,7 @@ from support.openai_clip import openai_clip_module
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.onnx_backend import OnnxBackend
 from deployments.backends.torch_backend import TorchBackend
+from deployments.backends.clip_layouts import LayoutError, parse_open_clip_config
 from deployments.catalogue import CATALOGUE, architecture_from_config, markdown_table
 from deployments.config import parse_app_config
 from deployments.export.onnx_export import export_onnx
@@ -147,12 +148,14 @@ def test_open_clip_configs_give_the_catalogues_architectures():
         "vision_cfg": {"image_size": 448, "layers": [3, 15, 36, 10], "width": 128, "patch_size": None},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 1024, "heads": 16, "layers": 12}},
         "preprocess_cfg": {"interpolation": "bicubic", "resize_mode": "shortest"}}
-    assert architecture_from_config(rn50x64) == CATALOGUE["timm/resnet50x64_clip.openai"].arch
+    assert parse_open_clip_config(rn50x64).arch.catalogue_arch() == CATALOGUE["timm/resnet50x64_clip.openai"].arch
     b32 = {"projection_dim": 512, "vision_config": {"hidden_size": 768, "num_hidden_layers": 12, "patch_size": 32},
            "text_config": {"hidden_size": 512, "num_attention_heads": 8}}
     assert architecture_from_config(b32).params == CATALOGUE["openai/clip-vit-base-patch32"].arch.params
     timm_tower = {"model_cfg": {"embed_dim": 1024, "vision_cfg": {"timm_model_name": "resnetaa50d"}, "text_cfg": {}}}
-    for unknown in (timm_tower, {"architecture": "resnet50x4_clip_gap"}, {"vision_config": {"hidden_size": "x"}}):
+    with pytest.raises(LayoutError, match="timm_model_name"):
+        parse_open_clip_config(timm_tower)
+    for unknown in ({"architecture": "resnet50x4_clip_gap"}, {"vision_config": {"hidden_size": "x"}}):
         assert architecture_from_config(unknown) is None
 
 
