@@ -1,7 +1,7 @@
 """The CLIP family through the README's launcher (`python -m deployments serve --config`):
 a ResNet CLIP in open_clip's hub layout, resolved by hub id from an offline Hugging Face
 cache, and a ViT as OpenAI's .pt release archive, served beside each other; every
-endpoint's numbers agree with OpenAI's own code on the same weights."""
+endpoint's numbers agree with OpenAI's own code on the same weights. And a full-size RN50."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from support.helpers import REPO, b64, encode, free_port, natural_image
 from support.openai_clip import (TINY_RESNET, TINY_VIT, reference_embeddings, save_open_clip, save_openai_archive,
                                  tiny_openai_clip)
 
+from deployments.backends.checkpoint import Checkpoint
+from deployments.backends.torch_backend import TorchBackend
 from deployments.checkpoint_builder import install_in_hf_cache
 from deployments.preprocess.image_spec import ImageSpec
 from deployments.preprocess.images import ImageLimits, prepare_image
@@ -145,3 +147,28 @@ def test_family_serves_with_parity_to_openai_code(family, client, model_id, arch
                                             "candidates": LABELS})
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["data"][0]["cosine"], ref_images[0] @ ref_texts[len(TEXTS):].T, atol=2e-4)
+
+
+def test_a_full_size_rn50_loads_with_openai_s_parameter_count(tmp_path):
+    """Random weights at RN50's full size (no Ray; here rather than in the unit tier for its
+    seconds of building and loading)."""
+    import torch
+    from support.openai_clip import openai_clip_module
+
+    from deployments.backends.clip_layouts import ClipArch
+    from deployments.bench.common import RN50_ID
+    from deployments.catalogue import CATALOGUE
+    from deployments.checkpoint_builder import build_open_clip_checkpoint
+
+    entry = CATALOGUE[RN50_ID]
+    folder = build_open_clip_checkpoint(tmp_path / "rn50", ClipArch.of(entry.arch))
+    with torch.device("meta"):  # OpenAI's RN50, shapes only
+        theirs = openai_clip_module().CLIP(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12)
+    ckpt = Checkpoint.open(str(folder))
+    image, text = (TorchBackend.load(ckpt, t, device="cpu", dtype="float32") for t in ("image", "text"))
+    # + 1: logit_scale, which the served towers do not hold
+    assert image.param_count + text.param_count + 1 == sum(p.numel() for p in theirs.parameters()) == entry.arch.params
+    assert image.param_count == sum(p.numel() for p in theirs.visual.parameters())
+    assert image.image_spec.input_hw == (224, 224) and image.embed_dim == 1024
+    vectors = image.embed_images(np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8))
+    assert vectors.shape == (2, 1024) and np.isfinite(vectors).all()
