@@ -51,7 +51,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found or is incomplete; the message names what is missing."""
 
 
-def _weights_patterns(layout: str, allow_patterns: list[str]) -> list[str]:
+def download_patterns(layout: str, allow_patterns: list[str]) -> list[str]:
     """What a hub download fetches for a layout: transformers' files as the backend asked,
     or open_clip's weights (its pickle copy only where the backend may read pickle)."""
     if layout != layouts.OPEN_CLIP:
@@ -141,7 +141,7 @@ class Checkpoint:
                 f"checkpoint {source!r} ({folder}) has no config.json (transformers layout), "
                 f"{layouts.OPEN_CLIP_CONFIG} (open_clip) or .pt archive (OpenAI's release files)")
         if not _looks_local(source):
-            folder = resolve_source(source, revision, _weights_patterns(layout, patterns))
+            folder = resolve_source(source, revision, download_patterns(layout, patterns))
         archive = None
         if layout == layouts.OPENAI:
             archive = found if found.is_file() else cls._one_archive(source, folder)
@@ -158,7 +158,7 @@ class Checkpoint:
     def fetch(self, allow_patterns: list[str]) -> None:
         """Bring more files of a hub checkpoint into the same snapshot (no-op for folders)."""
         if not _looks_local(self.source):
-            self.path = resolve_source(self.source, self.revision, _weights_patterns(self.layout, allow_patterns))
+            self.path = resolve_source(self.source, self.revision, download_patterns(self.layout, allow_patterns))
 
     @cached_property
     def config(self) -> dict[str, Any]:

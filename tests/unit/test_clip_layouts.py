@@ -175,3 +175,19 @@ def test_towers_saved_in_open_clip_layout_load_back_unchanged(models, name, tmp_
     px = pixels(image)
     assert cosines(image.embed_images(px), reference_embeddings(model, "image", px, image.image_spec)).min() >= 0.9999
 
+
+
+def test_a_hub_download_fetches_only_the_chosen_layout_s_weights():
+    from fnmatch import fnmatch
+
+    from deployments.backends.checkpoint import METADATA_FILES, download_patterns
+
+    def fetched(layout, name, **options):
+        return any(fnmatch(name, p) for p in download_patterns(layout, TorchBackend.serving_files("image", **options)))
+
+    assert "open_clip_config.json" in METADATA_FILES and "config.json" in METADATA_FILES  # read first, to choose
+    assert fetched("open_clip", "open_clip_model.safetensors") and not fetched("open_clip", "model.safetensors")
+    assert not fetched("open_clip", "open_clip_pytorch_model.bin")
+    assert fetched("open_clip", "open_clip_pytorch_model.bin", allow_pickle_weights=True)
+    assert not fetched("open_clip", "pytorch_model.bin", allow_pickle_weights=True)  # timm's image-only copy
+    assert fetched("transformers", "model.safetensors") and not fetched("transformers", "open_clip_model.safetensors")
