@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 
 MAX_LOGIT_SCALE = math.log(100.0)
-TOWER_PREFIXES = {"image": ("vision_model.", "visual_projection."), "text": ("text_model.", "text_projection.")}
+# Parameter names of transformers' CLIPModel, then of the two-tower module (clip_pair.ClipPair).
+TOWER_PREFIXES = {"image": ("vision_model.", "visual_projection.", "image."),
+                  "text": ("text_model.", "text_projection.", "text.")}
+# The layers that map each tower's features into the shared embedding space. OpenAI's
+# ResNet has no separate projection: its attention pool's output projection is that layer.
+PROJECTION_PREFIXES = ("visual_projection.", "text_projection.", "image.visual_projection.",
+                       "text.text_projection.", "image.attnpool.c_proj.")
+# `--train`: which parameters are updated (the temperature and the projections always are).
+TRAIN_MODES = ("all", "projections", "text")
 
 
 def caption_groups(captions: Iterable[str]) -> np.ndarray:
@@ -47,7 +55,8 @@ def contrastive_loss(logits_per_image: torch.Tensor, groups: torch.Tensor | None
 
 
 def pair_logits(model: Any, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """logit_scale * cos(image_i, text_j), through the model's own forward (DDP-safe)."""
+    """logit_scale * cos(image_i, text_j), through the model's own forward (DDP-safe):
+    a CLIPModel or a clip_pair.ClipPair."""
     return model(input_ids=input_ids, pixel_values=pixel_values).logits_per_image
 
 
@@ -57,11 +66,27 @@ def clamp_temperature(model: Any) -> None:
 
 
 def freeze_towers(model: Any, towers: Iterable[str]) -> int:
-    """Stop gradients into the named towers (with their projections); returns params frozen."""
+    """Stop gradients into the named towers (with their projections); returns the number
+    of parameter values this froze."""
     prefixes = tuple(p for tower in towers for p in TOWER_PREFIXES[tower])
     frozen = 0
     for name, param in model.named_parameters():
-        if prefixes and name.startswith(prefixes):
+        if prefixes and name.startswith(prefixes) and param.requires_grad:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+def select_trained(model: Any, mode: str = "all") -> int:
+    """Freeze what `--train mode` leaves fixed: `projections` trains the two projections and
+    the temperature only; `text` also the text tower. Returns the parameter values frozen."""
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"train mode {mode!r}: expected one of {TRAIN_MODES}")
+    frozen = 0
+    for name, param in model.named_parameters():
+        kept = (mode == "all" or name == "logit_scale" or name.startswith(PROJECTION_PREFIXES)
+                or (mode == "text" and name.startswith(TOWER_PREFIXES["text"])))
+        if not kept and param.requires_grad:
             param.requires_grad_(False)
             frozen += param.numel()
     return frozen

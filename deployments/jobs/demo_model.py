@@ -17,9 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..checkpoint_builder import clip_config_dict, save_clip_checkpoint
+from ..checkpoint_builder import clip_config_dict
 from ..config import VariantConfig
 from ..preprocess.images import resize_and_crop
+from .clip_pair import save_pair
 from .datasets import PairEncoder
 from .finetune import format_metrics, model_assets
 from .model_runner import ModelRunner
@@ -103,7 +104,7 @@ def train_demo_model(out_dir: Path, shape: dict[str, Any], training: dict[str, A
     data = SyntheticBatches(PairEncoder(spec.to_dict(), asdict(tokenizer)), settings.seed, held_out_seed,
                             settings.steps_per_epoch, val_pairs=512, image_size=shape["image_size"])
     learner = run_training(settings, data, LocalReporter(log), spec, device="cpu")
-    save_clip_checkpoint(learner.model.eval(), out_dir)
+    save_pair(learner.model.eval(), out_dir)
     train_seconds = time.perf_counter() - started
 
     card = {

@@ -1,5 +1,5 @@
 """The fine-tuning job's driver: read the data, start a TorchTrainer, write the result
-as a servable Hugging Face folder. `python -m deployments finetune` (deployments/tools/finetune.py) is its command line.
+as a servable folder (Hugging Face layout, or open_clip's for open_clip and OpenAI sources). `python -m deployments finetune` (deployments/tools/finetune.py) is its command line.
 
 Resuming: a run is identified by (storage_path, run_name). Starting the same command
 again finds the run's latest Ray Train checkpoint and continues from its epoch and step.
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..backends.checkpoint import Checkpoint
 from ..checkpoint_builder import clip_config_dict, preprocessor_config, write_tokenizer
+from .clip_pair import open_source
 from .datasets import DataError, PairEncoder, PairSource
 from .training import TRAIN_REPORT, TRAIN_STATE, ModelInit, TrainSettings, train_loop_per_worker
 
@@ -52,7 +53,8 @@ class FinetuneOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str = Field(description="Image folder with a captions table, a captions CSV/JSONL, or parquet.")
-    output: str = Field(description="Where the trained Hugging Face checkpoint folder is written.")
+    output: str = Field(description="Where the trained checkpoint folder is written (the source's layout; "
+                        "open_clip's for open_clip and OpenAI sources).")
     init: ModelInit
     val_data: str | None = Field(None, description="Held-out pairs; default: a hashed share of `data`.")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of `data` held out when no val_data.")
@@ -89,7 +91,7 @@ def model_assets(init: ModelInit, workdir: Path) -> Checkpoint:
     """The checkpoint whose preprocessing and tokenizer training uses: the source itself,
     or (from a config) CLIP's tokenizer and a preprocessor config written to `workdir`."""
     if init.source:
-        return Checkpoint.open(init.source, init.revision)
+        return open_source(init.source, init.revision, init.allow_pickle_weights)
     assert init.config is not None
     (workdir / "config.json").write_text(json.dumps(init.config))
     (workdir / "preprocessor_config.json").write_text(
@@ -157,7 +159,8 @@ def run_finetune(opts: FinetuneOptions, log: Callable[[str], None] = print) -> F
     if opts.val_size:
         datasets["val"] = val_ds.limit(opts.val_size)
 
-    log(f"fine-tuning {'from ' + opts.init.source if opts.init.source else 'from a config (scratch)'} on {total} "
+    log(f"fine-tuning {'from ' + opts.init.source if opts.init.source else 'from a config (scratch)'} "
+        f"(train {settings.train}{', freeze ' + '+'.join(settings.freeze) if settings.freeze else ''}) on {total} "
         f"pairs, {settings.epochs} epochs x ~{settings.steps_per_epoch} steps, {opts.workers} worker(s); "
         f"run {opts.resolved_run_name!r} in {opts.resolved_storage}")
     trainer = TorchTrainer(

@@ -2,9 +2,11 @@
 (`train_loop_per_worker`, used by `python -m deployments finetune`) or directly in this process
 (`run_training`, used to build the embedded demo model without a cluster).
 
-Each epoch ends with a held-out evaluation and a checkpoint that is at the same time a
-complete, servable Hugging Face folder (safetensors weights, config, tokenizer,
-preprocessor config) plus `train_state.pt` (optimizer, schedule, counters) for resuming.
+The model is the checkpoint's two tower modules and its temperature (clip_pair.ClipPair),
+for every layout and architecture the server loads. Each epoch ends with a held-out
+evaluation and a checkpoint that is at the same time a complete, servable folder (a
+Hugging Face folder, or open_clip's layout for open_clip and OpenAI sources) plus
+`train_state.pt` (optimizer, schedule, counters) for resuming.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Literal, P
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..backends.checkpoint import Checkpoint
 from ..backends.torch_pixels import channel_affine, normalize_pixels
-from ..checkpoint_builder import save_clip_checkpoint
+from .clip_pair import ClipPair, load_pair, open_source, pair_from_config, save_pair
 from .contrastive import (
     clamp_temperature,
     contrastive_loss,
@@ -33,6 +35,7 @@ from .contrastive import (
     pair_logits,
     parameter_groups,
     retrieval_accuracy,
+    select_trained,
     warmup_cosine,
 )
 
@@ -47,8 +50,11 @@ class ModelInit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str | None = Field(None, description="Hub id or local folder of a servable CLIP checkpoint.")
+    source: str | None = Field(None, description="Hub id, local folder or OpenAI .pt file of a servable CLIP "
+                               "checkpoint (transformers, open_clip or OpenAI layout).")
     revision: str | None = Field(None, description="Hub revision of `source`.")
+    allow_pickle_weights: bool = Field(False, description="Read pickle weights (pytorch_model.bin, "
+                                       "open_clip_pytorch_model.bin, OpenAI .pt archives); pickle can run code.")
     config: dict[str, Any] | None = Field(None, description="CLIPConfig as a dict, for training from scratch.")
 
 
@@ -63,11 +69,20 @@ class TrainSettings(BaseModel):
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="Share of all steps spent warming up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     freeze: list[Literal["image", "text"]] = Field(default_factory=list, description="Towers to keep fixed.")
+    train: Literal["all", "projections", "text"] = Field(
+        "all", description="What is updated: everything; only the two projections and the temperature (a ResNet's "
+        "image projection is its attention pool's output projection, attnpool.c_proj); or the text tower too.")
     steps_per_epoch: int = Field(ge=1, description="For the LR schedule; the driver counts it from the data.")
     seed: int = Field(0, description="Initial weights (from a config), shuffling and the held-out split.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker (default: its CPUs).")
     shuffle_buffer: int = Field(2048, ge=0, description="Rows each worker shuffles locally every epoch.")
+
+    @model_validator(mode="after")
+    def _train_and_freeze_agree(self) -> TrainSettings:
+        if self.train == "text" and "text" in self.freeze:
+            raise ValueError("train 'text' updates the text tower, which freeze ['text'] keeps fixed")
+        return self
 
 
 class PairBatches(Protocol):
@@ -88,32 +103,29 @@ class Reporter(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
 
 
-def load_initial_model(init: ModelInit, seed: int) -> tuple[Any, Path | None]:
-    """The CLIPModel to start from, and the folder whose tokenizer/preprocessor files the
+def load_initial_model(init: ModelInit, seed: int) -> tuple[ClipPair, Path | None]:
+    """The model to start from, and the folder whose tokenizer/preprocessor files the
     trained checkpoints keep (None: a model from a config gets CLIP's own)."""
     import transformers
-    from transformers import CLIPConfig, CLIPModel
 
     transformers.utils.logging.disable_progress_bar()
     if init.source:
-        ckpt = Checkpoint.open(init.source, init.revision)
-        ckpt.require_safetensors()
-        return CLIPModel.from_pretrained(ckpt.path, dtype=torch.float32, use_safetensors=True), ckpt.path
+        ckpt = open_source(init.source, init.revision, init.allow_pickle_weights)
+        return load_pair(ckpt, init.allow_pickle_weights), ckpt.path
     if init.config is None:
         raise ValueError("the initial model needs a checkpoint `source` or a `config`")
-    torch.manual_seed(seed)
-    return CLIPModel(CLIPConfig(**init.config)), None
+    return pair_from_config(init.config, seed), None
 
 
 class ContrastiveLearner:
-    """A CLIPModel, its optimizer and schedule, and the step/epoch counters."""
+    """A ClipPair, its optimizer and schedule, and the step/epoch counters."""
 
-    def __init__(self, model: Any, settings: TrainSettings, device: torch.device, image_spec: Any,
+    def __init__(self, model: ClipPair, settings: TrainSettings, device: torch.device, image_spec: Any,
                  wrap: Callable[[Any], Any] = lambda m: m) -> None:
         self.settings = settings
         self.device = device
         self.model = model.to(device)
-        self.frozen = freeze_towers(self.model, settings.freeze)
+        self.frozen = select_trained(self.model, settings.train) + freeze_towers(self.model, settings.freeze)
         self.forward_model = wrap(self.model)  # DDP under Ray Train with several workers
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.98), eps=1e-6
@@ -172,29 +184,31 @@ class ContrastiveLearner:
 
     def save(self, out_dir: Path, assets_from: Path | None) -> Path:
         """A servable folder plus the state needed to resume."""
-        save_clip_checkpoint(self.model, out_dir, assets_from=assets_from)
+        save_pair(self.model, out_dir, assets_from)
         torch.save(
             {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-             "step": self.step, "epochs_done": self.epochs_done},
+             "step": self.step, "epochs_done": self.epochs_done, "trained": self._trained_names()},
             Path(out_dir) / TRAIN_STATE,
         )
         report = {"history": self.history, "settings": self.settings.model_dump(mode="json")}
         (Path(out_dir) / TRAIN_REPORT).write_text(json.dumps(report, indent=1))
         return Path(out_dir)
 
-    def load_state(self, folder: Path) -> None:
-        from safetensors.torch import load_file
+    def _trained_names(self) -> list[str]:
+        return [name for name, p in self.model.named_parameters() if p.requires_grad]
 
-        weights = {}
-        for f in sorted(Path(folder).glob("model*.safetensors")):
-            weights.update(load_file(str(f), device=str(self.device)))
-        # Tied/absent keys (e.g. position_ids buffers) differ between versions: strict=False,
-        # but every parameter must be there.
-        missing, _ = self.model.load_state_dict(weights, strict=False)
-        params = {name for name, _ in self.model.named_parameters()}
-        if params & set(missing):
-            raise RuntimeError(f"checkpoint {folder} lacks parameters: {sorted(params & set(missing))[:5]}")
+    def load_state(self, folder: Path) -> None:
         state = torch.load(Path(folder) / TRAIN_STATE, map_location=self.device, weights_only=True)
+        # The optimizer's state is matched to parameters by position only: a run resumed with
+        # other --train/--freeze settings (or saved by an older version of this job) would
+        # get another parameter's moments, or fail halfway through a step.
+        if state.get("trained") != self._trained_names():
+            raise RuntimeError(f"the run's checkpoint {folder} trained other parameters than these settings do "
+                               "(--train, --freeze) or was written by an older version of this job; resume it "
+                               "with its own settings, or start a new run (--run-name)")
+        # The checkpoint is a servable folder: read it as serving would, in either layout.
+        # Strict: every weight, and a ResNet's BatchNorm statistics, come from the checkpoint.
+        self.model.load_state_dict(load_pair(Checkpoint.open(str(folder))).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
