@@ -297,11 +297,19 @@ class Checkpoint:
                 digest.update(f"{f.relative_to(self.path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         return f"{self.source}#{digest.hexdigest()[:16]}"
 
+    def layout_preprocessor(self) -> dict[str, Any] | None:
+        """An open_clip or OpenAI checkpoint's image transform in preprocessor_config.json's
+        spelling (what image_spec reads, and what an ONNX export writes); None for
+        transformers' layout, whose own file says it."""
+        if self.layout == layouts.TRANSFORMERS:
+            return None
+        if self.layout == layouts.OPEN_CLIP:
+            return self._open_clip.preprocessor
+        return layouts.preprocessor(self.clip_arch.image_size)
+
     def image_spec(self) -> ImageSpec:
         if self.layout != layouts.TRANSFORMERS:
-            size = self.clip_arch.image_size
-            cfg = self._open_clip.preprocessor if self.layout == layouts.OPEN_CLIP else layouts.preprocessor(size)
-            return ImageSpec.from_preprocessor_config(cfg, size)
+            return ImageSpec.from_preprocessor_config(self.layout_preprocessor(), self.clip_arch.image_size)
         image_size = self.vision_config.get("image_size")
         for name in ("preprocessor_config.json", "processor_config.json"):
             if (self.path / name).is_file():

@@ -1,6 +1,7 @@
 """Export any servable torch checkpoint to the Xenova/Transformers.js ONNX layout.
 
-    OUT_DIR/config.json, preprocessor_config.json, tokenizer.json, ...   (copied)
+    OUT_DIR/config.json, preprocessor_config.json, tokenizer.json, ...   (copied; written
+        from the checkpoint for open_clip and OpenAI sources, see _copy_metadata)
     OUT_DIR/onnx/vision_model.onnx, text_model.onnx                      (fp32)
     OUT_DIR/onnx/*_quantized.onnx   dynamic int8 (--quantize)
     OUT_DIR/onnx/*_fp16.onnx        fp16 weights, fp32 inputs/outputs (--fp16)
@@ -12,7 +13,9 @@ example inputs; an export below its cosine bar fails instead of shipping.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import clip_layouts as layouts
 from ..backends.checkpoint import METADATA_FILES, Checkpoint
 from ..backends.onnx_layout import COMBINED_GRAPH, LOGIT_SCALE_METADATA, TOWER_GRAPH, graph_file
 from .onnx_graphs import GraphSpec, combined_spec, export_graph, torch_outputs, tower_spec
@@ -131,11 +135,24 @@ def _write_variants(stem: str, spec: GraphSpec, out: Path, tmp: Path, opts: dict
         report.cosines[graph_file(stem, "q8")] = _verify(path, spec, expected, MIN_COSINE["q8"])
 
 
+# What describes an open_clip or OpenAI checkpoint's model and preprocessing: the export
+# writes transformers' equivalents instead (a folder's config.json there may be timm's).
+_LAYOUT_DESCRIBED = {"config.json", "preprocessor_config.json", "processor_config.json", layouts.OPEN_CLIP_CONFIG}
+
+
 def _copy_metadata(ckpt: Checkpoint, out: Path) -> None:
+    """Make `out` self-describing in transformers' spelling, which the onnx backend reads:
+    copied from a transformers checkpoint; for the other layouts config.json is their
+    CLIPConfig equivalent (with "architecture") and preprocessor_config.json their transform."""
+    native = ckpt.layout == layouts.TRANSFORMERS
     for name in METADATA_FILES:
-        if (ckpt.path / name).is_file():
+        if (ckpt.path / name).is_file() and (native or name not in _LAYOUT_DESCRIBED):
             shutil.copyfile(ckpt.path / name, out / name)
-    if not (out / "tokenizer.json").is_file():  # slow-tokenizer repos: write the fast form
+    if not native:
+        (out / "config.json").write_text(json.dumps(ckpt.config, indent=2), encoding="utf-8")
+        (out / "preprocessor_config.json").write_text(json.dumps(ckpt.layout_preprocessor(), indent=2),
+                                                      encoding="utf-8")
+    if not (out / "tokenizer.json").is_file():  # slow-tokenizer repos, open_clip and OpenAI: the fast form
         (out / "tokenizer.json").write_text(ckpt.tokenizer_json(), encoding="utf-8")
 
 
@@ -152,13 +169,18 @@ def export_onnx(
     exporter: str = "auto",
     allow_pickle_weights: bool = False,
 ) -> ExportReport:
-    """Export `source` (hub id or folder, resolved like serving does) into `out_dir`."""
+    """Export `source` (hub id, folder or OpenAI archive, resolved like serving does) into
+    `out_dir`. Any layout and architecture the torch backend serves exports."""
     from ..backends.torch_backend import TorchBackend
 
     if not towers or not set(towers) <= set(TOWER_GRAPH):
         raise ValueError(f"towers must be a non-empty subset of {list(TOWER_GRAPH)}, got {list(towers)}")
     files = TorchBackend.serving_files("image", allow_pickle_weights=allow_pickle_weights)
     ckpt = Checkpoint.open(str(source), revision, allow_patterns=files)
+    if ckpt.layout != layouts.TRANSFORMERS and not ckpt.weight_files():
+        # An OpenAI archive's architecture, and a pickle file's temperature, are only known
+        # once the weights are read (refused here, by name, without allow_pickle_weights).
+        ckpt.load_weights(allow_pickle_weights)
     out = Path(out_dir)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     report = ExportReport(out)
@@ -167,19 +189,28 @@ def export_onnx(
     metadata = {"clip_serve.source": ckpt.fingerprint,
                 **({LOGIT_SCALE_METADATA: repr(scale)} if scale is not None else {})}
     image_hw = ckpt.image_spec().input_hw
+
+    def tower_module(tower: str) -> Any:
+        # The module serving runs (TorchBackend builds it with clip_towers.build_tower).
+        return TorchBackend.load(ckpt, tower, device="cpu", dtype="float32", threads=None,
+                                 allow_pickle_weights=allow_pickle_weights).model
+
+    modules: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="clip-export-") as tmp:
         for tower in towers:
-            backend = TorchBackend.load(ckpt, tower, device="cpu", dtype="float32", threads=None,
-                                        allow_pickle_weights=allow_pickle_weights)
-            spec = tower_spec(backend.model, tower, image_hw)
+            modules[tower] = tower_module(tower)
+            spec = tower_spec(modules[tower], tower, image_hw)
             _write_variants(TOWER_GRAPH[tower], spec, out, Path(tmp), opts, report, metadata)
-            del backend, spec
+            del spec
+            if not combined:
+                del modules[tower]
         if combined:
-            from transformers import CLIPModel
-
-            weights = ckpt.require_safetensors(allow_pickle_weights)
-            model = CLIPModel.from_pretrained(ckpt.path, dtype="float32",
-                                              use_safetensors=weights[0].suffix == ".safetensors").eval()
-            _write_variants(COMBINED_GRAPH, combined_spec(model, image_hw), out, Path(tmp), opts, report, metadata)
+            for tower in TOWER_GRAPH:
+                if tower not in modules:
+                    modules[tower] = tower_module(tower)
+            # No logit_scale in the weights: CLIPModel's initial value, as from_pretrained gives.
+            temperature = scale if scale is not None else math.exp(ckpt.config.get("logit_scale_init_value", 2.6592))
+            spec = combined_spec(modules["image"], modules["text"], temperature, image_hw)
+            _write_variants(COMBINED_GRAPH, spec, out, Path(tmp), opts, report, metadata)
     _copy_metadata(ckpt, out)
     return report

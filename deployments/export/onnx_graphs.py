@@ -5,6 +5,11 @@
     model.onnx         input_ids, pixel_values, attention_mask ->
                        logits_per_image, logits_per_text, text_embeds, image_embeds
 
+A ResNet image tower (OpenAI's ModifiedResNet) has no token sequence to give as
+last_hidden_state: its vision_model.onnx outputs image_embeds alone, which is all serving
+reads. The combined graph is built from the two tower modules for every layout (transformers'
+CLIPModel holds no ResNet), computing what CLIPModel's forward does.
+
 Batch (and sequence) axes are dynamic. torch is imported inside the functions.
 """
 
@@ -28,6 +33,12 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
 
 
+def _native_resnet(model: Any) -> bool:
+    from ..backends.openai_resnet import ModifiedResNet
+
+    return isinstance(model, ModifiedResNet)
+
+
 def _tower_module(model: Any, tower: str) -> Any:
     import torch
 
@@ -38,6 +49,8 @@ def _tower_module(model: Any, tower: str) -> Any:
 
         def forward(self, x):
             out = self.model(pixel_values=x) if tower == "image" else self.model(input_ids=x)
+            if torch.is_tensor(out):  # the native ResNet returns the embeddings alone
+                return (out,)
             embeds = out.image_embeds if tower == "image" else out.text_embeds
             return embeds, out.last_hidden_state
 
@@ -62,25 +75,37 @@ def tower_spec(model: Any, tower: str, image_hw: tuple[int, int] | None) -> Grap
 
     if tower == "image":
         pixels = torch.randn(2, 3, *image_hw, generator=torch.Generator().manual_seed(0))
-        return GraphSpec(_tower_module(model, tower), {"pixel_values": pixels}, ["image_embeds", "last_hidden_state"],
-                         {"pixel_values": {0: "batch_size"}, "image_embeds": {0: "batch_size"},
-                          "last_hidden_state": {0: "batch_size"}})
+        outputs = ["image_embeds"] if _native_resnet(model) else ["image_embeds", "last_hidden_state"]
+        return GraphSpec(_tower_module(model, tower), {"pixel_values": pixels}, outputs,
+                         {"pixel_values": {0: "batch_size"}, **{name: {0: "batch_size"} for name in outputs}})
     return GraphSpec(_tower_module(model, tower), {"input_ids": example_tokens()}, ["text_embeds", "last_hidden_state"],
                      {"input_ids": {0: "batch_size", 1: "sequence_length"}, "text_embeds": {0: "batch_size"},
                       "last_hidden_state": {0: "batch_size", 1: "sequence_length"}})
 
 
-def combined_spec(model: Any, image_hw: tuple[int, int]) -> GraphSpec:
+def combined_spec(image_model: Any, text_model: Any, logit_scale: float, image_hw: tuple[int, int]) -> GraphSpec:
+    """Both towers in one graph: CLIPModel's forward (normalised embeddings, logits at the
+    temperature `logit_scale`), over tower modules of any layout and architecture."""
+    import math
+
     import torch
+    import torch.nn.functional as F
+
+    from ..backends.clip_towers import tower_embeddings
 
     class Combined(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.vision, self.text = image_model, text_model
+            # A parameter, as in CLIPModel: the graph then multiplies by Exp(scale), which
+            # is where readers of graphs without our metadata find the temperature.
+            self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(logit_scale)))
 
         def forward(self, input_ids, pixel_values, attention_mask):
-            out = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-            return out.logits_per_image, out.logits_per_text, out.text_embeds, out.image_embeds
+            image = F.normalize(tower_embeddings(self.vision, "image", pixel_values), dim=-1)
+            text = F.normalize(self.text(input_ids=input_ids, attention_mask=attention_mask).text_embeds, dim=-1)
+            logits_per_text = text @ image.t() * self.logit_scale.exp()
+            return logits_per_text.t(), logits_per_text, text, image
 
     ids = example_tokens()
     # A padded example row keeps the attention mask a real input of the traced graph.

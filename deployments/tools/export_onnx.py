@@ -2,7 +2,8 @@
 
     python -m deployments export-onnx SOURCE OUT_DIR [--quantize] [--fp16] [--combined] [--opset 17]
 
-SOURCE is a hub id (through the Hugging Face cache, like serving) or a local folder.
+SOURCE is a hub id (through the Hugging Face cache, like serving), a local folder, or an
+OpenAI `.pt` archive; transformers', open_clip's and OpenAI's layouts, ViT or ResNet.
 Serve the result with `backend: onnx` and `source: OUT_DIR` (add `onnx_dtype: q8` for the
 int8 graphs). Every graph is checked against torch on example inputs before it is kept.
 """
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--exporter", choices=EXPORTERS, default="auto")
     ap.add_argument("--allow-pickle-weights", action="store_true",
-                    help="read pytorch_model.bin when the checkpoint has no safetensors (pickle can run code)")
+                    help="read pickle weights when the checkpoint has no safetensors: pytorch_model.bin, "
+                         "open_clip_pytorch_model.bin, OpenAI's .pt archives (pickle can run code)")
     return ap
 
 

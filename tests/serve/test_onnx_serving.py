@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from support.helpers import HUB_ID, b64, cosine, encode, natural_image
-from support.onnx_fixtures import L14_336_ID, ONNX_APP, XENOVA_ID
+from support.onnx_fixtures import L14_336_ID, ONNX_APP, RESNET_ONNX_ID, XENOVA_ID
 
 from deployments.config import VariantConfig
 
@@ -56,6 +56,22 @@ def test_zero_shot_decisions_agree(client, onnx_client, model, tolerance):
     ours, theirs = probabilities(onnx_client, model), probabilities(client, HUB_ID)
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
     assert np.abs(ours - theirs).max() < tolerance  # int8 error is amplified by the x100 temperature
+
+
+def test_resnet_export_serves_openai_s_embeddings(onnx_client, resnet_onnx):
+    """No torch ResNet variant is served: the reference is OpenAI's code on the same weights."""
+    from support.openai_clip import reference_embeddings
+
+    from deployments.backends.checkpoint import Checkpoint
+    from deployments.preprocess.images import ImageLimits, prepare_image
+
+    model, source, _ = resnet_onnx
+    spec = Checkpoint.open(str(source)).image_spec()  # the source's transform, as OpenAI's code runs it
+    ours, _ = embed(onnx_client, RESNET_ONNX_ID, images(IMAGES[:3]))
+    pixels = np.stack([prepare_image(data, spec, ImageLimits()) for data in IMAGES[:3]])
+    assert cosine(ours, reference_embeddings(model, "image", pixels, spec)).min() >= 0.9999
+    models = {m["id"]: m for m in onnx_client.get("/v1/models").json()["data"]}
+    assert (models[RESNET_ONNX_ID]["backend"], models[RESNET_ONNX_ID]["architecture"]) == ("onnx", "resnet")
 
 
 def test_tokenizer_and_preprocessing_are_the_torch_variant_s(onnx_client):

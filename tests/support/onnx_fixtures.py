@@ -1,5 +1,6 @@
 """Session fixtures for the ONNX backend: the tiny checkpoint exported to the Xenova layout,
-a folder holding only the combined graph, and shrunk catalogue-shaped checkpoints."""
+a folder holding only the combined graph, a tiny ResNet CLIP (open_clip layout) exported,
+and shrunk catalogue-shaped checkpoints."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def combined_only_dir(onnx_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def resnet_onnx(tmp_path_factory):
+    """(OpenAI's tiny ResNet CLIP, its open_clip-layout folder, the ONNX export of its image
+    tower, fp32)."""
+    from deployments.export.onnx_export import export_onnx
+
+    from .openai_clip import TINY_RESNET, save_open_clip, tiny_openai_clip
+
+    root = tmp_path_factory.mktemp("resnet")
+    model = tiny_openai_clip(TINY_RESNET, seed=2)
+    source = save_open_clip(model, TINY_RESNET, root / "open_clip")
+    export_onnx(source, root / "onnx", towers=("image",))
+    return model, source, root / "onnx"
+
+
 def build_catalogue_fixture(entry_id: str, out: Path) -> Path:
     from deployments.catalogue import CATALOGUE
     from deployments.checkpoint_builder import build_clip_checkpoint, catalogue_fixture_config
@@ -57,9 +73,10 @@ def l14_336_dir(tmp_path_factory) -> Path:
 
 ONNX_APP = "clip-onnx"
 ONNX_PREFIX = "/onnx"
+RESNET_ONNX_ID = "local/tiny-resnet-onnx"
 
 
-def onnx_app_args(onnx_dir: Path) -> dict:
+def onnx_app_args(onnx_dir: Path, resnet_onnx_dir: Path) -> dict:
     small = {"ray_actor_options": {"num_cpus": 0.25}}
     encoders = {"cpu_threads": 1, "image_deployment": small, "text_deployment": small}
     return {
@@ -69,15 +86,18 @@ def onnx_app_args(onnx_dir: Path) -> dict:
             {"id": "local/tiny-q8", "source": str(onnx_dir), "backend": "onnx", "onnx_dtype": "quantized",
              "image_deployment": small, "text_deployment": small},
             {"id": L14_336_ID, "dtype": "float32", **encoders},  # catalogue: torch
+            {"id": RESNET_ONNX_ID, "source": str(resnet_onnx_dir), "backend": "onnx", "towers": ["image"],
+             **encoders},
         ],
         "router": {"deployment": small},
     }
 
 
 @pytest.fixture(scope="session")
-def onnx_server(server, hf_home, onnx_dir, l14_336_dir) -> str:
-    """A second Serve application beside the main one: the ONNX variants and a 336-px
-    catalogue fixture, the hub ids resolved from the offline HF cache."""
+def onnx_server(server, hf_home, onnx_dir, l14_336_dir, resnet_onnx) -> str:
+    """A second Serve application beside the main one: the ONNX variants (a ResNet's image
+    tower among them) and a 336-px catalogue fixture, the hub ids resolved from the offline
+    HF cache."""
     from ray import serve
 
     from deployments.app import build_app
@@ -89,7 +109,8 @@ def onnx_server(server, hf_home, onnx_dir, l14_336_dir) -> str:
 
     install_in_hf_cache(onnx_dir, XENOVA_ID, hf_home / "hub")
     install_in_hf_cache(l14_336_dir, L14_336_ID, hf_home / "hub")
-    serve.run(build_app(onnx_app_args(onnx_dir)), name=ONNX_APP, route_prefix=ONNX_PREFIX, blocking=False)
+    serve.run(build_app(onnx_app_args(onnx_dir, resnet_onnx[2])), name=ONNX_APP, route_prefix=ONNX_PREFIX,
+              blocking=False)
     wait_running([ONNX_APP], READY_TIMEOUT_S, progress=None)
     base = f"{server}{ONNX_PREFIX}"
     wait_ready(base)

@@ -107,6 +107,7 @@ def save_openai_archive(model, path: Path) -> Path:
     """A TorchScript archive like OpenAI's RN50.pt: the traced model, fp16 weights, and the
     three size attributes OpenAI's build_model drops."""
     import copy
+    import warnings
 
     import torch
 
@@ -121,7 +122,9 @@ def save_openai_archive(model, path: Path) -> Path:
     traced_from.float()  # trace in float32 (CPU); the stored weights are rounded to fp16 below
     size = traced_from.visual.input_resolution
     example = (torch.zeros(1, 3, size, size), torch.zeros(1, context_length, dtype=torch.long))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # OpenAI's attention asserts on shapes, which the tracer reports as constants: they are.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(traced_from, example, check_trace=False)
     with torch.no_grad():  # OpenAI's convert_weights: convolutions, linears and projections to fp16
         for name, p in traced.named_parameters():

@@ -1,5 +1,6 @@
 """The ONNX export: Xenova's file layout and graph signatures, dynamic axes, both exporters,
-the command-line script, and the same safe-loading rules as serving."""
+the command-line script, the same safe-loading rules as serving, and open_clip/OpenAI
+checkpoints (ResNet and ViT) exported and served by the onnx backend at the export's bars."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from support.helpers import cosine
+from support.helpers import cosine, encode, natural_image
+from support.onnx_fixtures import copy_metadata
+from support.openai_clip import (TINY_RESNET, TINY_VIT, reference_embeddings, save_open_clip, save_openai_archive,
+                                 tiny_openai_clip)
 
-from deployments.backends.checkpoint import CheckpointError
-from deployments.export.onnx_export import export_onnx
+from deployments.backends.checkpoint import Checkpoint, CheckpointError
+from deployments.backends.onnx_backend import OnnxBackend
+from deployments.export.onnx_export import MIN_COSINE, export_onnx
+from deployments.preprocess.images import ImageLimits, prepare_image
 
 XENOVA_SIGNATURES = {
     # file: (inputs with element types, outputs) as in Xenova/clip-vit-base-patch32
@@ -98,3 +104,105 @@ def test_export_refuses_pickle_weights_unless_allowed(model_dir, tmp_path, refer
 def test_export_rejects_unknown_towers(model_dir, tmp_path):
     with pytest.raises(ValueError, match="towers"):
         export_onnx(model_dir, tmp_path / "x", towers=("audio",))
+
+
+# --- open_clip and OpenAI checkpoints --------------------------------------------------
+
+# A transform other than OpenAI's default, so that the export has to carry it over.
+RESNET_PREPROCESS = {"mean": [0.5, 0.45, 0.4], "std": [0.3, 0.25, 0.2], "interpolation": "bilinear",
+                     "resize_mode": "squash"}
+FAMILY_TEXTS = ["a photo of a cat", "A DIAGRAM of a Network, drawn in 1999!", "x"]
+FAMILY_IMAGES = [encode(natural_image(w, h, seed=i), "PNG") for i, (w, h) in enumerate([(80, 60), (50, 130), (97, 97)])]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """name -> (OpenAI's model, source, export): a ResNet in open_clip's layout exported with
+    every variant (fp16, q8, combined), and a ViT OpenAI archive (fp32 and q8)."""
+    root = tmp_path_factory.mktemp("clip-family")
+    resnet = tiny_openai_clip(TINY_RESNET, seed=0)
+    resnet_src = save_open_clip(resnet, TINY_RESNET, root / "resnet", **RESNET_PREPROCESS)
+    export_onnx(resnet_src, root / "resnet-onnx", quantize=True, fp16=True, combined=True)
+    vit = tiny_openai_clip(TINY_VIT, seed=1, fp16_weights=True)
+    vit_src = save_openai_archive(vit, root / "ViT-B-32.pt")
+    export_onnx(vit_src, root / "vit-onnx", quantize=True, allow_pickle_weights=True)
+    return {"resnet": (resnet, resnet_src, root / "resnet-onnx"), "vit": (vit, vit_src, root / "vit-onnx")}
+
+
+def family_inputs(image: OnnxBackend, text: OnnxBackend) -> tuple[np.ndarray, np.ndarray]:
+    """Images through the router's decode/resize/crop; token ids padded with 0 as OpenAI's."""
+    pixels = np.stack([prepare_image(data, image.image_spec, ImageLimits()) for data in FAMILY_IMAGES])
+    seqs = [t.ids for t in text.tokenizer_info.tokenizer().encode(FAMILY_TEXTS, truncate=False)]
+    ids = np.zeros((len(seqs), max(map(len, seqs))), dtype=np.int32)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+    return pixels, ids
+
+
+@pytest.mark.parametrize("name, onnx_dtype", [("resnet", "fp32"), ("resnet", "fp16"), ("resnet", "q8"),
+                                              ("vit", "fp32"), ("vit", "q8")])
+def test_open_clip_and_openai_exports_match_openai_code(family, name, onnx_dtype):
+    model, _, export = family[name]
+    ckpt = Checkpoint.open(str(export))
+    image, text = (OnnxBackend.load(ckpt, tower, onnx_dtype=onnx_dtype) for tower in ("image", "text"))
+    pixels, ids = family_inputs(image, text)
+    bar = MIN_COSINE[onnx_dtype]
+    expected = reference_embeddings(model, "image", pixels, image.image_spec)
+    assert cosine(image.embed_images(pixels), expected).min() >= bar
+    assert cosine(text.embed_texts(ids, (ids != 0).sum(1)), reference_embeddings(model, "text", ids)).min() >= bar
+    info = image.info()
+    assert (info.extra["architecture"], info.embed_dim) == (name, 32)
+    assert info.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()), rel=1e-3)
+
+
+def test_resnet_graphs(family):
+    model, _, export = family["resnet"]
+    # No token sequence in a ResNet: the image graph gives the embeddings alone.
+    for suffix in ("", "_fp16", "_quantized"):
+        s = session(export / "onnx" / f"vision_model{suffix}.onnx")
+        assert [i.name for i in s.get_inputs()] == ["pixel_values"]
+        assert [o.name for o in s.get_outputs()] == ["image_embeds"]
+    # Dynamic quantization reaches the attention pool's projections; the convolutions stay float.
+    ops = {n.op_type for n in onnx.load(str(export / "onnx" / "vision_model_quantized.onnx")).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"} and "Conv" in ops and "ConvInteger" not in ops
+    # The combined graph: CLIPModel's outputs, and the onnx backend cuts the ResNet tower out of it.
+    inputs, outputs = XENOVA_SIGNATURES["model"]
+    s = session(export / "onnx" / "model.onnx")
+    assert {i.name: i.type for i in s.get_inputs()} == inputs and [o.name for o in s.get_outputs()] == outputs
+    combined = copy_metadata(export, export.parent / "resnet-combined-only")
+    (combined / "onnx").mkdir(exist_ok=True)
+    shutil.copyfile(export / "onnx" / "model.onnx", combined / "onnx" / "model.onnx")
+    ckpt = Checkpoint.open(str(combined))
+    image, text = OnnxBackend.load(ckpt, "image"), OnnxBackend.load(ckpt, "text")
+    assert image.graph.combined
+    pixels, ids = family_inputs(image, text)
+    img, txt = image.embed_images(pixels), text.embed_texts(ids, (ids != 0).sum(1))
+    assert cosine(img, reference_embeddings(model, "image", pixels, image.image_spec)).min() >= MIN_COSINE["fp32"]
+    assert cosine(txt, reference_embeddings(model, "text", ids)).min() >= MIN_COSINE["fp32"]
+    scale, bias = (np.reshape(v, (1, 3, 1, 1)) for v in image.image_spec.channel_affine())
+    x = (pixels.transpose(0, 3, 1, 2) * scale + bias).astype(np.float32)
+    logits_per_image, = s.run(["logits_per_image"], {"input_ids": ids.astype(np.int64), "pixel_values": x,
+                                                     "attention_mask": (ids != 0).astype(np.int64)})
+    temperature = float(model.logit_scale.detach().exp())
+    assert np.allclose(logits_per_image, temperature * img @ txt.T, atol=1e-3 * temperature)
+
+
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_the_export_describes_the_source(family, name):
+    _, source, export = family[name]
+    src = Checkpoint.open(str(source))
+    src.load_weights(allow_pickle=True)  # an archive's architecture comes from its weights
+    ckpt = Checkpoint.open(str(export))
+    assert ckpt.layout == "transformers" and ckpt.config == src.config and ckpt.architecture == name
+    assert ckpt.image_spec() == src.image_spec() and ckpt.tokenizer_info() == src.tokenizer_info()
+    if name == "resnet":  # open_clip's own transform came over, not OpenAI's default
+        spec = ckpt.image_spec()
+        assert (spec.resize_hw, spec.crop_hw, spec.resample, spec.mean) == ((64, 64), None, 2, (0.5, 0.45, 0.4))
+    assert not (export / "open_clip_config.json").exists()  # it describes weights the export lacks
+
+
+def test_openai_archives_need_allow_pickle_weights(family, tmp_path):
+    _, archive, _ = family["vit"]
+    with pytest.raises(CheckpointError, match=r"ViT-B-32\.pt.*allow_pickle_weights"):
+        export_onnx(archive, tmp_path / "out", towers=("text",))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
