@@ -255,7 +255,8 @@ class Checkpoint:
             raise CheckpointError(
                 f"checkpoint {self.source!r} is OpenAI's release file {self.archive.name}, a TorchScript archive "
                 "that is read by unpickling, which can run arbitrary code; it is only loaded when the variant "
-                "sets `allow_pickle_weights: true` (or convert it to open_clip's safetensors layout)")
+                "sets `allow_pickle_weights: true` (command line: --allow-pickle-weights), or convert it to "
+                "open_clip's safetensors layout")
         names = [layouts.OPEN_CLIP_PICKLE] if self.layout == layouts.OPEN_CLIP else PICKLE_WEIGHTS
         pickled = [self.path / name for name in names if (self.path / name).exists()]
         if pickled and allow_pickle:
@@ -264,7 +265,7 @@ class Checkpoint:
             raise CheckpointError(
                 f"checkpoint {self.source!r} has only pickle weights ({pickled[0].name}); pickle can run "
                 "arbitrary code, so only safetensors weights are loaded unless the variant sets "
-                "`allow_pickle_weights: true`"
+                "`allow_pickle_weights: true` (command line: --allow-pickle-weights)"
             )
         wanted = layouts.OPEN_CLIP_WEIGHTS if self.layout == layouts.OPEN_CLIP else "model*.safetensors"
         raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no {wanted} weights")

@@ -11,6 +11,7 @@ int8 graphs). Every graph is checked against torch on example inputs before it i
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import command_parser
 
@@ -36,13 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..backends.checkpoint import CheckpointError
     from ..export.onnx_export import export_onnx
 
-    report = export_onnx(
-        args.source, args.out_dir, revision=args.revision, quantize=args.quantize, fp16=args.fp16,
-        combined=args.combined, towers=tuple(t.strip() for t in args.towers.split(",") if t.strip()),
-        opset=args.opset, exporter=args.exporter, allow_pickle_weights=args.allow_pickle_weights,
-    )
+    try:
+        report = export_onnx(
+            args.source, args.out_dir, revision=args.revision, quantize=args.quantize, fp16=args.fp16,
+            combined=args.combined, towers=tuple(t.strip() for t in args.towers.split(",") if t.strip()),
+            opset=args.opset, exporter=args.exporter, allow_pickle_weights=args.allow_pickle_weights,
+        )
+    except CheckpointError as exc:  # a user's input, not a bug: one line, no traceback
+        print(f"export-onnx: {exc}", file=sys.stderr)
+        return 2
     print(f"exported {args.source} to {report.out_dir} ({report.exporter} exporter)")
     for name, cos in report.cosines.items():
         print(f"  {name:40s} cosine to torch {cos:.6f}")
