@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import lru_cache
 
 import pytest
 from support.helpers import bpe_path, make_tokenizer
@@ -85,6 +86,7 @@ SPAN_TEXTS = [
 ]
 
 
+@lru_cache(maxsize=2)
 def _span_checker(model_dir):
     """(text, TextSpans) -> None, asserting the documented span rules."""
     from tokenizers import Tokenizer
