@@ -7,8 +7,10 @@ needed: the lent GPU machines have torch and transformers, not Ray.
 1. Checks (the run exits 1 if one fails): the torch backend on the device in float32,
    float16 and bfloat16, one forward at a time and two at once (one CUDA stream each),
    `torch_compile: true`, and CUDA graphs, each against transformers' CLIPModel in float32
-   on the CPU, same weights (deployments/bench/gpu_checks.py).
-2. Model-only: the ViT-B/32-sized tower (random weights) per dtype, mode and batch.
+   on the CPU, same weights (deployments/bench/gpu_checks.py); for `--arch rn50`, which
+   transformers cannot load, against the torch backend in float32 on the CPU.
+2. Model-only: the ViT-B/32-sized tower (or `--arch rn50`: OpenAI's RN50; random weights)
+   per dtype, mode and batch.
    `compute`: the batch already on the device, the GPU alone. `from host`: as a replica
    runs it (uint8 pixels pinned and copied, forward, embeddings back to the host), with one
    and two batches in flight. Modes: eager, `torch_compile: true` (dynamic shapes) and CUDA
@@ -31,14 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from ..tools import command_parser
-from .common import bench_checkpoint, captions, machine, photo_jpeg, record, request_bodies, table
-from .gpu_checks import BARS, Check, CpuReference, compiled_checks, dtype_checks, row_cosines
+from .common import ARCHITECTURES, bench_checkpoint, captions, machine, photo_jpeg, record, request_bodies, table
+from .gpu_checks import BARS, Check, compiled_checks, dtype_checks, reference_for, row_cosines
 from .model import _rate, load_tower, tokenize
 from .router_cpu import router_images_per_s
 
 
 QUICK_SHAPE = {"hidden_size": 64, "layers": 2, "heads": 2, "image_size": 64, "patch_size": 16,
                "projection_dim": 32, "text_hidden_size": 32, "text_layers": 2, "text_heads": 2}
+# A ResNet CLIP as small: OpenAI's ResNet with one block per stage (open_clip layout).
+QUICK_RESNET = {"embed_dim": 32, "image_size": 64, "vision_layers": (1, 1, 1, 1), "vision_width": 16,
+                "vision_heads": 8, "patch_size": None, "context_length": 77, "vocab_size": 49408, "text_width": 64,
+                "text_heads": 1, "text_layers": 2, "quick_gelu": True}
 TARGETS = {"model-only image tower": 20_000, "served, 16 JPEGs per request": 3_000}
 
 
@@ -194,7 +200,7 @@ def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool, f
     pixels = np.stack([prepare_image(photo_jpeg(s), spec, ImageLimits()) for s in range(8)])
     texts = [*captions(6), "an extremely long caption " * 20]  # the last one is truncated at 77 tokens
     tokens = tokenize(SimpleNamespace(tokenizer_info=checkpoint.tower_preprocessing("text")[1]), texts)
-    reference = CpuReference(folder)
+    reference = reference_for(folder)
     ref_images, ref_texts = reference.images(pixels), reference.texts(texts)
     checks = dtype_checks(load, ref_images, ref_texts, pixels, tokens, dtypes)
     # A mode that fails to compile counts as a failed check (NaN never meets a bar).
@@ -209,7 +215,7 @@ def parity(folder: Path, load, device: str, dtypes: list[str], compile_: bool, f
 
 
 def report(env: dict, checks: list[Check], figures: Figures, router: dict, summary: dict) -> str:
-    check_rows = [["check (against CLIPModel float32 on CPU)", "min cosine", "bar", "ok"],
+    check_rows = [["check (against float32 on CPU)", "min cosine", "bar", "ok"],
                   *([c.name, f"{c.min_cosine:.6f}", f"{c.bar}", "yes" if c.ok else "NO"] for c in checks)]
     figure_rows = [["tower", "dtype", "mode", "batch", "how", "items/s"],
                    *([r["tower"], r["dtype"], r["mode"], str(r["batch"]), r["how"], f"{r['items_per_s']:.1f}"]
@@ -226,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = command_parser("bench gpu", __doc__)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--quick", action="store_true", help="a tiny model and small batches: checks the script itself")
+    ap.add_argument("--arch", choices=ARCHITECTURES, default="vit-b-32",
+                    help="the model measured (random weights): ViT-B/32, or OpenAI's RN50 in open_clip's layout")
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per figure")
     ap.add_argument("--no-compile", action="store_true", help="skip torch_compile and CUDA graphs (minutes of compiling)")
     ap.add_argument("--json", help="write everything measured to this file")
@@ -248,12 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     compile_ = not args.no_compile and can_compile(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
-            from ..checkpoint_builder import build_clip_checkpoint
+            from ..checkpoint_builder import build_clip_checkpoint, build_open_clip_checkpoint
 
             folder = Path(tmp) / "quick"
-            build_clip_checkpoint(folder, seed=0, **QUICK_SHAPE)
+            if args.arch == "rn50":
+                from ..backends.clip_layouts import ClipArch
+
+                build_open_clip_checkpoint(folder, ClipArch(**QUICK_RESNET))
+            else:
+                build_clip_checkpoint(folder, seed=0, **QUICK_SHAPE)
         else:
-            folder = bench_checkpoint()
+            folder = bench_checkpoint(args.arch)
 
         def load(tower: str, dtype: str, **options):
             return load_tower(folder, tower, dtype, None, device=args.device, **options)

@@ -57,6 +57,37 @@ class CpuReference:
             return _features(self.model.get_text_features(**enc))
 
 
+class BackendReference:
+    """For checkpoints transformers cannot load (a ResNet CLIP in open_clip's layout): the
+    torch backend itself in float32 on the CPU, which the tests hold to OpenAI's own model
+    code; same interface as CpuReference."""
+
+    def __init__(self, folder: Path) -> None:
+        from ..backends.checkpoint import Checkpoint
+        from ..backends.torch_backend import TorchBackend
+        from ..engine.payloads import pack_tokens
+
+        ckpt = Checkpoint.open(str(folder))
+        self.image, self.text = (TorchBackend.load(ckpt, tower, device="cpu", dtype="float32")
+                                 for tower in ("image", "text"))
+        self.pack = pack_tokens
+
+    def images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.image.embed_images(pixels)
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        batch = self.pack([e.ids for e in self.text.tokenizer_info.tokenizer().encode(texts, truncate=True)])
+        return self.text.embed_texts(batch.ids, batch.lengths)
+
+
+def reference_for(folder: Path):
+    """The float32 CPU reference for a checkpoint folder: transformers' CLIPModel where it
+    loads the checkpoint, else BackendReference."""
+    from ..backends.checkpoint import Checkpoint
+
+    return CpuReference(folder) if Checkpoint.open(str(folder)).layout == "transformers" else BackendReference(folder)
+
+
 def _features(out) -> np.ndarray:
     """transformers returns a tensor from get_*_features in some releases and an output with
     `pooler_output` in others; the GPU machine's release is not this machine's."""

@@ -78,3 +78,18 @@ def test_a_mode_that_fails_to_compile_fails_the_run_but_not_the_other_figures(tm
     assert failed and all("torch_compile" in c["name"] for c in failed)
     assert "torch_compile" in result["summary"]["failed steps"]
     assert any(r["mode"] == "eager" for r in result["figures"]) and result["router"]["all_cores"] > 0
+
+
+def test_quick_run_of_a_resnet_on_cpu(tmp_path):
+    """`--arch rn50`: a ResNet CLIP in open_clip's layout, checked against the float32 CPU
+    backend (transformers has no ResNet CLIP to compare with) and measured."""
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick",
+                           "--arch", "rn50", "--no-compile", "--seconds", "0.2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"image tower, float32", "image tower, bfloat16"} <= {c["name"] for c in result["checks"]}
+    assert all(c["ok"] for c in result["checks"])
+    assert {r["tower"] for r in result["figures"]} == {"image", "text"} and all(
+        r["items_per_s"] > 0 for r in result["figures"])
