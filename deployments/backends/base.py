@@ -19,15 +19,20 @@ if TYPE_CHECKING:
 class TokenizerInfo:
     json: str  # serialized `tokenizers` tokenizer
     context_length: int
-    bos_id: int
+    bos_id: int | None  # None: the family's texts start without BOS (SigLIP)
     eos_id: int
     vocab_size: int
+    # The family's padding (preprocess/model_family.py): "longest" per batch, or "max_length":
+    # every text padded to context_length with pad_id, as the text tower was trained.
+    padding: str = "longest"
+    pad_id: int | None = None
 
     def tokenizer(self) -> ClipTokenizer:
         """The live tokenizer (router, jobs, benchmarks all build it here)."""
         from ..preprocess.tokenizer import ClipTokenizer
 
-        return ClipTokenizer(self.json, self.context_length, self.bos_id, self.eos_id, self.vocab_size)
+        return ClipTokenizer(self.json, self.context_length, self.bos_id, self.eos_id, self.vocab_size,
+                             padding=self.padding, pad_id=self.pad_id)
 
 
 @dataclass
@@ -48,6 +53,11 @@ class TowerInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     # What the process running the tower was granted (serving: Ray's resources of the replica).
     resources: dict[str, float] | None = None
+    # The model family (preprocess/model_family.py) and its zero-shot score function;
+    # logit_bias: the learned bias of a sigmoid score, if the checkpoint has it.
+    family: str = "clip"
+    score_function: str = "softmax"
+    logit_bias: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +120,10 @@ def describe(backend: TowerBackend, *, variant_id: str = "", logit_scale: float 
     """The TowerInfo of a loaded tower; `logit_scale` (the variant's config) applies when
     the checkpoint's files carry none."""
     own_scale = backend.own_logit_scale()
+    from ..preprocess.model_family import CLIP
+
+    checkpoint = backend.checkpoint
+    family = getattr(checkpoint, "family", CLIP)  # test doubles may carry a bare checkpoint
     return TowerInfo(
         variant_id=variant_id,
         tower=backend.tower,
@@ -124,6 +138,9 @@ def describe(backend: TowerBackend, *, variant_id: str = "", logit_scale: float 
         tokenizer=backend.tokenizer_info,
         extra=backend.extra_info(),
         resources=resources,
+        family=family.name,
+        score_function=family.score_function,
+        logit_bias=checkpoint.logit_bias() if family.score_function == "sigmoid" else None,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..preprocess.image_spec import ImageSpec
+from ..preprocess.model_family import CLIP, ModelFamily, UnsupportedFamily, family_for_model_type
 from . import clip_layouts as layouts
 from .base import TokenizerInfo
 
@@ -30,6 +31,7 @@ METADATA_FILES = [
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
+    "spiece.model",  # SigLIP's SentencePiece tokenizer
     # open_clip's layout: read first, to choose which weights a hub download fetches.
     layouts.OPEN_CLIP_CONFIG,
 ]
@@ -169,6 +171,17 @@ class Checkpoint:
                 raise CheckpointError(f"checkpoint {self.source!r} ({self.path}) has no config.json")
             return _read_json(self.path / "config.json")
         return self.clip_arch.hf_config()
+
+    @cached_property
+    def family(self) -> ModelFamily:
+        """The model family (preprocess/model_family.py) from config.json's model_type;
+        open_clip and OpenAI checkpoints are CLIP's."""
+        if self.layout != layouts.TRANSFORMERS:
+            return CLIP
+        try:
+            return family_for_model_type(self.config.get("model_type"))
+        except UnsupportedFamily as exc:
+            raise CheckpointError(f"checkpoint {self.source!r}: {exc}") from None
 
     @property
     def architecture(self) -> str:
@@ -312,14 +325,16 @@ class Checkpoint:
         if self.layout != layouts.TRANSFORMERS:
             return ImageSpec.from_preprocessor_config(self.layout_preprocessor(), self.clip_arch.image_size)
         image_size = self.vision_config.get("image_size")
+        crop = self.family.center_crop
         for name in ("preprocessor_config.json", "processor_config.json"):
             if (self.path / name).is_file():
                 try:
-                    return ImageSpec.from_preprocessor_config(_read_json(self.path / name), image_size)
+                    return ImageSpec.from_preprocessor_config(_read_json(self.path / name), image_size,
+                                                              center_crop=crop)
                 except ValueError as exc:
                     raise CheckpointError(f"{self.path / name}: {exc}") from None
         if image_size:
-            return ImageSpec.from_preprocessor_config({}, image_size)
+            return ImageSpec.from_preprocessor_config({}, image_size, center_crop=crop)
         raise CheckpointError(f"checkpoint {self.source!r} has no preprocessor_config.json and no vision image_size")
 
     def tower_preprocessing(self, tower: str) -> tuple[ImageSpec | None, TokenizerInfo | None]:
@@ -333,6 +348,17 @@ class Checkpoint:
         return _read_json(path) if path.is_file() else {}
 
     def tokenizer_json(self) -> str:
+        if self.family.name == "siglip" and (self.path / "spiece.model").is_file():
+            # transformers' own SiglipTokenizer reads spiece.model (some repositories gained a
+            # tokenizer.json later; the processor does not use it), so this is the reference.
+            from .sentencepiece_tokenizer import siglip_tokenizer_json
+
+            tcfg = self._tokenizer_config()
+            try:
+                return siglip_tokenizer_json(self.path / "spiece.model", _token_text(tcfg.get("eos_token", "</s>")),
+                                             bool(tcfg.get("do_lower_case", True)))
+            except (ValueError, ImportError) as exc:
+                raise CheckpointError(f"tokenizer of {self.source!r}: {exc}") from None
         if (self.path / "tokenizer.json").is_file():
             return (self.path / "tokenizer.json").read_text(encoding="utf-8")
         if (self.path / "vocab.json").is_file() and (self.path / "merges.txt").is_file():
@@ -363,10 +389,21 @@ class Checkpoint:
                 raise CheckpointError(f"tokenizer of {self.source!r} has no {key} {value!r}")
             return found
 
-        context = int(self.text_config.get("max_position_embeddings", 77))
+        family = self.family
+        context = int(self.text_config.get("max_position_embeddings", 64 if family.name == "siglip" else 77))
         model_max = tcfg.get("model_max_length")
         if isinstance(model_max, int) and 0 < model_max < context:
             context = model_max
+        if family.name == "siglip":
+            return TokenizerInfo(
+                json=text_json,
+                context_length=context,
+                bos_id=None,
+                eos_id=token_id("eos_token", "</s>"),
+                vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
+                padding=family.text_padding,
+                pad_id=token_id("pad_token", "</s>"),
+            )
         return TokenizerInfo(
             json=text_json,
             context_length=context,
@@ -374,6 +411,16 @@ class Checkpoint:
             eos_id=token_id("eos_token", "<|endoftext|>"),
             vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
         )
+
+    def logit_bias(self) -> float | None:
+        """The learned bias of a sigmoid score (SigLIP's `logit_bias`), read from the weights."""
+        from safetensors import safe_open
+
+        for f in self.weight_files() if self.layout == layouts.TRANSFORMERS else []:
+            with safe_open(str(f), framework="pt") as handle:
+                if "logit_bias" in handle.keys():
+                    return float(handle.get_tensor("logit_bias").float().reshape(-1)[0])
+        return None
 
     def logit_scale(self, allow_pickle: bool = False) -> float | None:
         """exp(logit_scale) from the weights, read without loading the rest."""
@@ -409,6 +456,11 @@ class Checkpoint:
                 if "logit_scale" in state:
                     return float(math.exp(float(state["logit_scale"].float().reshape(-1)[0])))
         return None
+
+
+def _token_text(value: Any) -> str:
+    """A special token as tokenizer_config.json spells it: a string or an AddedToken dict."""
+    return value.get("content", "") if isinstance(value, dict) else str(value)
 
 
 def _read_archive(path: Path) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """One CLIP tower as a torch module, from any checkpoint layout: the one place that
 chooses which module runs a tower. ViT image towers and text towers are transformers'
 CLIP modules (a transformers checkpoint loads into them directly, the other layouts by
-clip_layouts' key mapping); ResNet image towers are the native ModifiedResNet.
+clip_layouts' key mapping); ResNet image towers are the native ModifiedResNet; SigLIP's
+towers (model family `siglip`) are transformers' SiglipVisionModel (attention-pooling head)
+and SiglipTextModel (last position, linear head), whose pooled outputs are exactly
+`SiglipModel.get_image_features` / `get_text_features`.
 
 Serving (TorchBackend), ONNX export and fine-tuning all build towers here, so each
 architecture has one code path.
@@ -19,10 +22,30 @@ from .checkpoint import Checkpoint, CheckpointError
 
 def tower_embeddings(module: torch.nn.Module, tower: str, inputs: torch.Tensor) -> torch.Tensor:
     """A tower module's projected (not normalised) embeddings: pixel values or token ids."""
-    if tower == "image":
-        out = module(pixel_values=inputs)
-        return out if torch.is_tensor(out) else out.image_embeds
-    return module(input_ids=inputs).text_embeds
+    out = module(pixel_values=inputs) if tower == "image" else module(input_ids=inputs)
+    if torch.is_tensor(out):  # the native ResNet
+        return out
+    projected = getattr(out, "image_embeds" if tower == "image" else "text_embeds", None)
+    return projected if projected is not None else out.pooler_output  # SigLIP: the heads' output
+
+
+def tower_dim(checkpoint: Checkpoint, tower: str, module: torch.nn.Module) -> int:
+    """The embedding size `tower_embeddings` gives."""
+    config = getattr(module, "config", None)  # the native ResNet has none
+    if checkpoint.family.name == "siglip":
+        # The image head keeps the width; the text head projects to projection_size (default: the width).
+        return int(config.hidden_size if tower == "image" else (config.projection_size or config.hidden_size))
+    return int(config.projection_dim if config else checkpoint.config["projection_dim"])
+
+
+def _transformers_tower_class(checkpoint: Checkpoint, tower: str):
+    if checkpoint.family.name == "siglip":
+        from transformers import SiglipTextModel, SiglipVisionModel
+
+        return SiglipVisionModel if tower == "image" else SiglipTextModel
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection
 
 
 def _hf_tower(tower: str, config: dict[str, Any]) -> torch.nn.Module:
@@ -48,10 +71,8 @@ def build_tower(checkpoint: Checkpoint, tower: str, *, dtype: torch.dtype = torc
     """`tower` of a checkpoint, in eval mode, on the CPU. `weights`: the checkpoint's state
     dict when the caller has read it already (open_clip/OpenAI layouts; both towers share it)."""
     if checkpoint.layout == layouts.TRANSFORMERS:
-        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
-
         files = checkpoint.require_safetensors(allow_pickle)
-        model_cls = CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection
+        model_cls = _transformers_tower_class(checkpoint, tower)
         return model_cls.from_pretrained(checkpoint.path, dtype=dtype,
                                          use_safetensors=files[0].suffix == ".safetensors").eval()
     sd = weights if weights is not None else checkpoint.load_weights(allow_pickle)

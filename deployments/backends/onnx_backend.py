@@ -135,6 +135,9 @@ class OnnxBackend(DescribedBackend):
     def __init__(self, checkpoint: Checkpoint, tower: str, device: str, threads: int | None, onnx_dtype: str) -> None:
         import onnxruntime as ort
 
+        if checkpoint.layout == "transformers" and checkpoint.family.name != "clip":
+            raise CheckpointError(f"checkpoint {checkpoint.source!r}: the onnx backend serves CLIP's family only, "
+                                  f"not {checkpoint.family.name} (use backend torch)")
         self.checkpoint = checkpoint
         self.tower = tower
         self.onnx_dtype = canonical_onnx_dtype(onnx_dtype)

@@ -74,8 +74,13 @@ class TorchBackend(DescribedBackend):
 
             self.model = build_tower(checkpoint, tower, dtype=self.dtype, allow_pickle=allow_pickle_weights)
         self.model.eval().to(self.device)
-        model_config = getattr(self.model, "config", None)  # the native ResNet has none
-        self.embed_dim = int(model_config.projection_dim if model_config else checkpoint.config["projection_dim"])
+        self.family = checkpoint.family
+        if self._whole_model:
+            self.embed_dim = int(self.model.config.projection_dim)
+        else:
+            from .clip_towers import tower_dim
+
+            self.embed_dim = tower_dim(checkpoint, tower, self.model)
         self.image_spec, self.tokenizer_info = checkpoint.tower_preprocessing(tower)
         if self.image_spec is not None:
             self._scale, self._bias = channel_affine(self.image_spec, self.device)
@@ -103,7 +108,8 @@ class TorchBackend(DescribedBackend):
         if self.tower == "image":
             warmup = image_warmup(self.image_spec.input_hw)
         else:
-            warmup = text_warmup(self.tokenizer_info.bos_id, self.tokenizer_info.eos_id)
+            tok = self.tokenizer_info
+            warmup = text_warmup(tok.eos_id if tok.bos_id is None else tok.bos_id, tok.eos_id)
         self.compiled, self._forward = compile_forward(self._tower_forward, warmup, self.runner.to_device,
                                                        f"{self.tower} tower")
 
@@ -125,8 +131,9 @@ class TorchBackend(DescribedBackend):
         if self.tower == "image":
             feats = self._features(pixel_values=normalize_pixels(batch, self._scale, self._bias, self.dtype))
         else:
-            # The text tower is causal and pools at the first EOS, so right padding never
-            # reaches the pooled position: no attention mask needed.
+            # CLIP's text tower is causal and pools at the first EOS, so right padding never
+            # reaches the pooled position; SigLIP's gets the fixed-length padding it was
+            # trained with (embed_texts). Neither takes an attention mask.
             feats = self._features(input_ids=batch.long())
         return F.normalize(feats.float(), dim=-1)
 
@@ -140,7 +147,10 @@ class TorchBackend(DescribedBackend):
         return self._embed(pixels)
 
     def embed_texts(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return self._embed(ids)
+        from ..engine.payloads import fit_padding
+
+        tok = self.tokenizer_info
+        return self._embed(fit_padding(ids, lengths, tok.padding, tok.context_length, tok.pad_id))
 
     @property
     def device_name(self) -> str:
@@ -155,4 +165,4 @@ class TorchBackend(DescribedBackend):
 
     def extra_info(self) -> dict[str, Any]:
         return {"compiled": self.compiled is not None, "layout": self.checkpoint.layout,
-                "architecture": self.checkpoint.architecture}
+                "architecture": self.checkpoint.architecture, "family": self.family.name}

@@ -34,6 +34,20 @@ def pack_images(images: list[np.ndarray]) -> np.ndarray:
     return np.stack(images)
 
 
+def fit_padding(ids: np.ndarray, lengths: np.ndarray, padding: str, context_length: int,
+                pad_id: int | None) -> np.ndarray:
+    """A packed batch as the model family's text tower takes it: as packed ("longest":
+    CLIP's causal tower never looks past the first EOS), or every row padded to exactly
+    `context_length` with `pad_id` ("max_length": SigLIP pools the last position, so it must
+    see the padding it was trained with, as `padding="max_length"` gives in transformers)."""
+    if padding != "max_length":
+        return ids
+    out = np.full((len(lengths), context_length), PAD_ID if pad_id is None else pad_id, dtype=np.int32)
+    for row, length in enumerate(np.asarray(lengths).tolist()):
+        out[row, :length] = ids[row, :length]
+    return out
+
+
 def pack_tokens(sequences: list[np.ndarray]) -> TokenBatch:
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
     ids = np.full((len(sequences), int(lengths.max())), PAD_ID, dtype=np.int32)

@@ -49,12 +49,13 @@ def load_backend(variant: VariantConfig, tower: str, *, threads: int | None,
 
 
 def probe_payload(info: TowerInfo) -> Payload:
-    """The smallest real input of a tower: one blank image, or one empty text (BOS, EOS)."""
+    """The smallest real input of a tower: one blank image, or one empty text (BOS if the family has one, EOS)."""
     if info.tower == "image":
         height, width = ImageSpec.from_dict(info.image_spec).input_hw
         return np.zeros((1, height, width, 3), dtype=np.uint8)
     tok = info.tokenizer
-    return TokenBatch(np.array([[tok.bos_id, tok.eos_id]], dtype=np.int32), np.array([2], dtype=np.int32))
+    ids = [tok.eos_id] if tok.bos_id is None else [tok.bos_id, tok.eos_id]
+    return TokenBatch(np.array([ids], dtype=np.int32), np.array([len(ids)], dtype=np.int32))
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,10 @@
       ["dtype", m.dtype],
       ["device", m.device],
       ["logit scale", typeof m.logit_scale === "number" ? m.logit_scale.toFixed(2) : null],
+      // How /v1/classify scores: softmax over the labels (CLIP) or a sigmoid per label (SigLIP).
+      ["scores", m.score_function === "sigmoid" ? "sigmoid per label (bias " +
+        (typeof m.logit_bias === "number" ? m.logit_bias.toFixed(2) : "?") + ")"
+        : m.score_function === "softmax" ? "softmax over labels" : null],
     ].filter(([, v]) => v !== null && v !== undefined && v !== "");
     info.textContent = facts.map(([k, v]) => k + ": " + v).join(" · ") + (m.ready ? "" : " · still loading");
   }

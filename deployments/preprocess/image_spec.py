@@ -57,8 +57,11 @@ class ImageSpec:
         return cls(**data)
 
     @classmethod
-    def from_preprocessor_config(cls, cfg: dict[str, Any], image_size: int | None = None) -> ImageSpec:
-        """Parse both the old (`size: 224`) and new (`size: {shortest_edge: 224}`) spellings."""
+    def from_preprocessor_config(cls, cfg: dict[str, Any], image_size: int | None = None,
+                                 center_crop: bool = True) -> ImageSpec:
+        """Parse both the old (`size: 224`) and new (`size: {shortest_edge: 224}`) spellings.
+        `center_crop`: the model family's default where the file does not say `do_center_crop`
+        (CLIP's image processor crops; SigLIP's resizes to the square and never crops)."""
         if "image_processor" in cfg and isinstance(cfg["image_processor"], dict):
             cfg = cfg["image_processor"]  # transformers 5 processor_config.json nests it
         size = cfg.get("size", image_size)
@@ -73,7 +76,7 @@ class ImageSpec:
             elif size is not None:
                 raise ValueError(f"unsupported preprocessor size {size!r}")
         crop_hw = None
-        if cfg.get("do_center_crop", True):
+        if cfg.get("do_center_crop", center_crop):
             crop = cfg.get("crop_size", size if isinstance(size, int) else image_size)
             if isinstance(crop, int):
                 crop_hw = (crop, crop)

@@ -2,7 +2,10 @@
 
 Built from the checkpoint's serialized tokenizer.json, which the text encoder ships to
 the router, so the router tokenizes exactly as the checkpoint does. Sequences keep their
-natural length (CLIP's text tower is causal): padding happens per batch, never to 77.
+natural length on the way to the encoder; the padding the model family needs (per batch
+for CLIP, whose text tower is causal; to the context length with the pad id for SigLIP)
+is applied where the batch meets the tower (engine/payloads.py `fit_padding`).
+Families without BOS (SigLIP) have `bos_id` None.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def _nfc_units(text: str) -> dict[int, tuple[int, int]]:
 
 class ClipTokenizer:
     def __init__(
-        self, tokenizer_json: str, context_length: int, bos_id: int, eos_id: int, vocab_size: int
+        self, tokenizer_json: str, context_length: int, bos_id: int | None, eos_id: int, vocab_size: int,
+        padding: str = "longest", pad_id: int | None = None,
     ) -> None:
         self._tok = Tokenizer.from_str(tokenizer_json)
         self._tok.no_truncation()
@@ -87,13 +91,15 @@ class ClipTokenizer:
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.vocab_size = vocab_size
+        self.padding = padding
+        self.pad_id = pad_id
 
     def _fit(self, ids: list[int], truncate: bool, index: int) -> TokenizedText:
         if len(ids) <= self.context_length:
             return TokenizedText(np.asarray(ids, dtype=np.int32), False)
         if not truncate:
             raise TextTooLongError(index, len(ids), self.context_length)
-        # Same as transformers' truncation: keep BOS and the first tokens, end with EOS.
+        # Same as transformers' truncation: keep BOS (if any) and the first tokens, end with EOS.
         kept = ids[: self.context_length - 1] + [self.eos_id]
         return TokenizedText(np.asarray(kept, dtype=np.int32), True)
 
@@ -120,7 +126,7 @@ class ClipTokenizer:
                     end = units[end - 1][1] if end - 1 in units else end
                 offsets.append((start, end))
             ids = enc.ids
-            if ids and ids[0] == self.bos_id:
+            if ids and self.bos_id is not None and ids[0] == self.bos_id:
                 offsets[0] = (0, 0)
             if len(ids) > 1 and ids[-1] == self.eos_id:
                 last = offsets[-2][1]
@@ -133,13 +139,14 @@ class ClipTokenizer:
         return [self._fit(ids, truncate, i) for i, ids in enumerate(self.token_ids(texts))]
 
     def wrap_ids(self, ids: tuple[int, ...] | list[int], truncate: bool, index: int = 0) -> TokenizedText:
-        """Pre-tokenized input: check the ids, then add BOS/EOS unless already present."""
+        """Pre-tokenized input: check the ids, then add BOS (if the family has one) and EOS
+        unless already present."""
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise InvalidTokensError(f"token id {bad[0]} is outside the vocabulary [0, {self.vocab_size})")
         seq = list(ids)
-        if not seq or seq[0] != self.bos_id:
+        if self.bos_id is not None and (not seq or seq[0] != self.bos_id):
             seq.insert(0, self.bos_id)
-        if seq[-1] != self.eos_id:
+        if not seq or seq[-1] != self.eos_id:
             seq.append(self.eos_id)
         return self._fit(seq, truncate, index)

@@ -36,7 +36,9 @@ class ClassifyRequest(BaseModel):
 
 class LabelScore(BaseModel):
     label: str
-    score: float = Field(description="Probability: softmax over labels of logit_scale * cosine.")
+    score: float = Field(description="Probability by the model's score function (`score_function`): softmax over "
+                         "labels of logit_scale * cosine (CLIP), or sigmoid(logit_scale * cosine + logit_bias) per label "
+                         "(SigLIP).")
     cosine: float = Field(description="Cosine similarity of the input and the label's embedding (for thresholds).")
 
 
@@ -61,7 +63,11 @@ class ClassifyResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[Classification]
     model: str
-    logit_scale: float = Field(description="The model's learned temperature, exp()'d, used for the softmax.")
+    score_function: Literal["softmax", "sigmoid"] = Field(
+        description="How scores were computed: `softmax` over the labels (CLIP: scores sum to 1) or an independent "
+        "`sigmoid` per label (SigLIP, trained with the sigmoid loss: scores need not sum to 1).")
+    logit_scale: float = Field(description="The model's learned temperature, exp()'d, used by the score function.")
+    logit_bias: float | None = Field(None, description="The learned bias of a sigmoid score (SigLIP only).")
     usage: ClassifyUsage
 
 

@@ -48,12 +48,16 @@ class SimilarityRow(BaseModel):
     object: Literal["similarity"] = "similarity"
     index: int = Field(description="Position of the query in the request.")
     cosine: list[float] = Field(description="Cosine similarity with each candidate, in request order.")
-    probabilities: list[float] = Field(description="softmax(logit_scale * cosine) over the candidates.")
+    probabilities: list[float] = Field(description="The model's score function over the candidates: "
+                                       "softmax(logit_scale * cosine), or sigmoid(logit_scale * cosine + logit_bias) "
+                                       "per candidate for `score_function: sigmoid`.")
 
 
 class SimilarityResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[SimilarityRow]
     model: str
+    score_function: Literal["softmax", "sigmoid"] = "softmax"
     logit_scale: float
+    logit_bias: float | None = None
     usage: EmbeddingUsage

@@ -1,10 +1,13 @@
 """Zero-shot scoring math on embeddings the encoders already L2-normalised (numpy only).
 
 Computed in float64 so the served probabilities sit within float32 rounding of
-transformers' `CLIPModel(...).logits_per_image.softmax(-1)`.
+transformers: `CLIPModel(...).logits_per_image.softmax(-1)` for CLIP's family and
+`SiglipModel(...).logits_per_image.sigmoid()` for SigLIP's (preprocess/model_family.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,9 +26,44 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function, elementwise, without overflow for large |logits|."""
+    logits = np.asarray(logits, dtype=np.float64)
+    out = np.empty_like(logits)
+    pos = logits >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-logits[pos]))
+    e = np.exp(logits[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
 def probabilities(cosines: np.ndarray, logit_scale: float) -> np.ndarray:
     """CLIP's zero-shot distribution: softmax(logit_scale * cosine) over candidates."""
     return softmax(float(logit_scale) * cosines)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A model's zero-shot score function with its learned parameters: the one place that
+    turns cosines into the scores /v1/classify, /v1/similarity and the HF task return."""
+
+    function: str  # "softmax" | "sigmoid" (ModelFamily.score_function)
+    logit_scale: float  # exp() of the learned temperature
+    logit_bias: float | None = None  # sigmoid only
+
+    def __call__(self, cosines: np.ndarray) -> np.ndarray:
+        logits = float(self.logit_scale) * np.asarray(cosines, dtype=np.float64)
+        if self.function == "sigmoid":
+            # SigLIP: each label on its own, sigmoid(logit_scale * cos + logit_bias).
+            return sigmoid(logits + float(self.logit_bias or 0.0))
+        return softmax(logits)
+
+    def describe(self) -> dict:
+        """The fields a response carries: the function and its parameters."""
+        out = {"score_function": self.function, "logit_scale": self.logit_scale}
+        if self.function == "sigmoid":
+            out["logit_bias"] = self.logit_bias
+        return out
 
 
 def ensemble(prompt_vectors: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from ..preprocess.tokenizer import ClipTokenizer
 from ..protocol.errors import APIError
 from .metrics import router_call_hooks
 from .retry import input_specific, with_retries
-from .scoring import DEFAULT_LOGIT_SCALE
+from .scoring import DEFAULT_LOGIT_SCALE, Scorer
 
 logger = logging.getLogger("ray.serve")
 
@@ -100,6 +100,17 @@ class VariantRuntime:
             if info is not None and info.logit_scale is not None:
                 return float(info.logit_scale)
         return DEFAULT_LOGIT_SCALE
+
+    @property
+    def scorer(self) -> Scorer:
+        """The model family's zero-shot score function with the checkpoint's learned
+        temperature (and bias, for sigmoid scores); the text tower's report first."""
+        info = self.infos.get("text") or self.infos.get("image")
+        if info is None or info.score_function != "sigmoid":
+            return Scorer("softmax", self.logit_scale)
+        bias = next((i.logit_bias for i in (self.infos.get("text"), self.infos.get("image"))
+                     if i is not None and i.logit_bias is not None), 0.0)
+        return Scorer("sigmoid", self.logit_scale, bias)
 
     @property
     def id(self) -> str:
@@ -187,6 +198,9 @@ class VariantRuntime:
             "architecture": info.extra.get("architecture") if info else None,
             "layout": info.extra.get("layout") if info else None,
             "logit_scale": self.logit_scale if info else None,
+            "family": info.family if info else None,
+            "score_function": info.score_function if info else None,
+            "logit_bias": self.scorer.logit_bias if info else None,
             # What each loaded tower's replica was granted (Ray resources, e.g. {"CPU": 2.0}).
             "resources": {tower: i.resources for tower, i in self.infos.items()},
         }

@@ -1,8 +1,9 @@
 """Zero-shot classification and similarity on top of EmbeddingService.
 
 Classification embeds the inputs (image or text tower) while it fetches the labels'
-prompt embeddings from the label cache (text tower only for misses), then scores
-softmax(logit_scale * cosine). Inputs and labels must come from the same weights: if
+prompt embeddings from the label cache (text tower only for misses), then scores the
+cosines with the model family's score function (scoring.Scorer: softmax(logit_scale *
+cosine) for CLIP, sigmoid(logit_scale * cosine + logit_bias) per label for SigLIP). Inputs and labels must come from the same weights: if
 the encoders report new weights during the request, the labels are looked up again
 under the new fingerprint.
 """
@@ -35,8 +36,8 @@ class LabelVectors:
 @dataclass
 class Classified:
     cosines: np.ndarray  # (inputs, labels)
-    probabilities: np.ndarray  # (inputs, labels), rows sum to 1
-    logit_scale: float
+    probabilities: np.ndarray  # (inputs, labels): rows sum to 1 (softmax), or each in (0, 1) (sigmoid)
+    scorer: scoring.Scorer
     prompt_tokens: int
     images: int
     prompts: int
@@ -46,7 +47,7 @@ class Classified:
 @dataclass
 class Compared:
     cosines: np.ndarray  # (queries, candidates)
-    logit_scale: float
+    scorer: scoring.Scorer
     prompt_tokens: int
     images: int
 
@@ -115,11 +116,11 @@ class ZeroShotService:
             labels = again
         await variant.settled()  # a weights change may bring a new temperature
         cosines = scoring.cosine_matrix(embedded.vectors, labels.vectors)
-        scale = variant.logit_scale
+        scorer = variant.scorer
         return Classified(
             cosines=cosines,
-            probabilities=scoring.probabilities(cosines, scale),
-            logit_scale=scale,
+            probabilities=scorer(cosines),
+            scorer=scorer,
             prompt_tokens=embedded.prompt_tokens + labels.prompt_tokens,
             images=embedded.images,
             prompts=labels.prompts,
@@ -134,4 +135,4 @@ class ZeroShotService:
         self.embeddings.check_count([*queries, *candidates], param=param)
         embedded = await self.embeddings.embed(variant, [*queries, *candidates], truncate)
         cosines = scoring.cosine_matrix(embedded.vectors[: len(queries)], embedded.vectors[len(queries) :])
-        return Compared(cosines, variant.logit_scale, embedded.prompt_tokens, embedded.images)
+        return Compared(cosines, variant.scorer, embedded.prompt_tokens, embedded.images)

@@ -46,7 +46,7 @@ async def classify(body: ClassifyRequest, state: RouterState = Depends(get_state
         "object": "list",
         "data": [classification(i, prompt_set.labels, result, body.top_k) for i in range(len(items))],
         "model": variant.id,
-        "logit_scale": result.logit_scale,
+        **result.scorer.describe(),
         "usage": {
             "prompt_tokens": result.prompt_tokens,
             "total_tokens": result.prompt_tokens,

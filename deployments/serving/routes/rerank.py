@@ -11,7 +11,7 @@ from ...protocol.errors import APIError
 from ...protocol.inputs import Item, parse_item
 from ...protocol.rerank import RerankRequest, RerankResponse, SimilarityRequest, SimilarityResponse
 from ..responses import JSONBytes, check_echoable
-from ..scoring import probabilities, ranking
+from ..scoring import ranking
 from ..state import RouterState, get_state
 from . import ERROR_RESPONSES, api_router
 
@@ -61,7 +61,7 @@ async def rerank(body: RerankRequest, state: RouterState = Depends(get_state)) -
     "/v1/similarity",
     response_class=JSONBytes,
     responses={200: {"model": SimilarityResponse}, **ERROR_RESPONSES},
-    summary="Cosine similarity matrix of queries x candidates, with per-query softmax probabilities",
+    summary="Cosine similarity matrix of queries x candidates, with the model's zero-shot probabilities",
 )
 async def similarity(body: SimilarityRequest, state: RouterState = Depends(get_state)) -> JSONBytes:
     variant = state.variants.resolve(body.model)
@@ -70,7 +70,7 @@ async def similarity(body: SimilarityRequest, state: RouterState = Depends(get_s
     result = await state.zero_shot.compare(
         variant, queries, candidates, state.truncate(body.truncate), "candidates"
     )
-    probs = probabilities(result.cosines, result.logit_scale)
+    probs = result.scorer(result.cosines)
     return JSONBytes({
         "object": "list",
         "data": [
@@ -78,6 +78,6 @@ async def similarity(body: SimilarityRequest, state: RouterState = Depends(get_s
             for i in range(len(queries))
         ],
         "model": variant.id,
-        "logit_scale": result.logit_scale,
+        **result.scorer.describe(),
         "usage": usage(result.prompt_tokens, result.images),
     })
