@@ -309,89 +309,74 @@ def arch_from_state_dict(sd: dict[str, Any], quick_gelu: bool = True) -> ClipArc
         raise LayoutError(f"the weights are not a CLIP model in OpenAI's naming (no {exc.args[0]!r})") from None
 
 
-def _blocks(sd: dict[str, Any], src: str, dst: str, layers: int) -> dict[str, Any]:
-    """OpenAI's residual attention blocks -> transformers' CLIPEncoderLayer weights."""
-    out = {}
-    for i in range(layers):
-        s, d = f"{src}.{i}", f"{dst}.{i}"
-        for part, w in zip(("q", "k", "v"), sd[f"{s}.attn.in_proj_weight"].chunk(3)):
-            out[f"{d}.self_attn.{part}_proj.weight"] = w
-        for part, b in zip(("q", "k", "v"), sd[f"{s}.attn.in_proj_bias"].chunk(3)):
-            out[f"{d}.self_attn.{part}_proj.bias"] = b
-        pairs = [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
-                 ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
-        for a, b in pairs:
-            out[f"{d}.{b}.weight"] = sd[f"{s}.{a}.weight"]
-            out[f"{d}.{b}.bias"] = sd[f"{s}.{a}.bias"]
-    return out
+# OpenAI's names -> transformers' names: per residual block (besides the fused q/k/v
+# projection), and the tower's other weights (`True`: stored transposed, a matrix that
+# OpenAI multiplies from the right and transformers keeps as a Linear).
+_BLOCK_PAIRS = [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
+_TOWER_KEYS = {
+    "text": ("transformer.resblocks", "text_model.encoder.layers", [
+        ("token_embedding.weight", "text_model.embeddings.token_embedding.weight", False),
+        ("positional_embedding", "text_model.embeddings.position_embedding.weight", False),
+        ("ln_final.weight", "text_model.final_layer_norm.weight", False),
+        ("ln_final.bias", "text_model.final_layer_norm.bias", False),
+        ("text_projection", "text_projection.weight", True)]),
+    "image": ("visual.transformer.resblocks", "vision_model.encoder.layers", [
+        ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight", False),
+        ("visual.class_embedding", "vision_model.embeddings.class_embedding", False),
+        ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight", False),
+        ("visual.ln_pre.weight", "vision_model.pre_layrnorm.weight", False),
+        ("visual.ln_pre.bias", "vision_model.pre_layrnorm.bias", False),
+        ("visual.ln_post.weight", "vision_model.post_layernorm.weight", False),
+        ("visual.ln_post.bias", "vision_model.post_layernorm.bias", False),
+        ("visual.proj", "visual_projection.weight", True)]),
+}
+
+
+def _layers(arch: ClipArch, tower: str) -> int:
+    return arch.text_layers if tower == "text" else arch.vision_layers
 
 
 def tower_weights(sd: dict[str, Any], arch: ClipArch, tower: str) -> dict[str, Any]:
     """OpenAI-named weights -> the state dict of the module that runs `tower`:
     CLIPTextModelWithProjection, CLIPVisionModelWithProjection, or ModifiedResNet."""
+    if tower == "image" and arch.architecture == "resnet":
+        return {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+    src, dst, keys = _TOWER_KEYS[tower]
     try:
-        if tower == "text":
-            out = _blocks(sd, "transformer.resblocks", "text_model.encoder.layers", arch.text_layers)
-            out["text_model.embeddings.token_embedding.weight"] = sd["token_embedding.weight"]
-            out["text_model.embeddings.position_embedding.weight"] = sd["positional_embedding"]
-            out["text_model.final_layer_norm.weight"] = sd["ln_final.weight"]
-            out["text_model.final_layer_norm.bias"] = sd["ln_final.bias"]
-            out["text_projection.weight"] = sd["text_projection"].t()
-            return out
-        if arch.architecture == "resnet":
-            return {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
-        out = _blocks(sd, "visual.transformer.resblocks", "vision_model.encoder.layers", arch.vision_layers)
-        out["vision_model.embeddings.patch_embedding.weight"] = sd["visual.conv1.weight"]
-        out["vision_model.embeddings.class_embedding"] = sd["visual.class_embedding"]
-        out["vision_model.embeddings.position_embedding.weight"] = sd["visual.positional_embedding"]
-        for a, b in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
-            out[f"vision_model.{b}.weight"] = sd[f"visual.{a}.weight"]
-            out[f"vision_model.{b}.bias"] = sd[f"visual.{a}.bias"]
-        out["visual_projection.weight"] = sd["visual.proj"].t()
+        out = {}
+        for i in range(_layers(arch, tower)):
+            s, d = f"{src}.{i}", f"{dst}.{i}"
+            for kind in ("weight", "bias"):
+                for part, t in zip("qkv", sd[f"{s}.attn.in_proj_{kind}"].chunk(3)):
+                    out[f"{d}.self_attn.{part}_proj.{kind}"] = t
+                for a, b in _BLOCK_PAIRS:
+                    out[f"{d}.{b}.{kind}"] = sd[f"{s}.{a}.{kind}"]
+        for ours, theirs, transposed in keys:
+            out[theirs] = sd[ours].t() if transposed else sd[ours]
         return out
     except KeyError as exc:
         raise LayoutError(f"the weights lack {exc.args[0]!r}, which a {arch.architecture} CLIP's {tower} tower "
                           "needs") from None
 
 
-def _unblocks(state: dict[str, Any], src: str, dst: str, layers: int) -> dict[str, Any]:
-    """transformers' CLIPEncoderLayer weights -> OpenAI's residual attention blocks."""
-    import torch
-
-    out = {}
-    for i in range(layers):
-        s, d = f"{src}.{i}", f"{dst}.{i}"
-        for kind in ("weight", "bias"):
-            out[f"{d}.attn.in_proj_{kind}"] = torch.cat([state[f"{s}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
-        pairs = [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
-                 ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")]
-        for a, b in pairs:
-            for kind in ("weight", "bias"):
-                out[f"{d}.{a}.{kind}"] = state[f"{s}.{b}.{kind}"]
-    return out
-
-
 def openai_weights(state: dict[str, Any], arch: ClipArch, tower: str) -> dict[str, Any]:
     """The inverse of `tower_weights`: a tower module's state dict in OpenAI's names (what
     open_clip's layout stores), for checkpoints this project writes."""
-    if tower == "text":
-        out = _unblocks(state, "text_model.encoder.layers", "transformer.resblocks", arch.text_layers)
-        out["token_embedding.weight"] = state["text_model.embeddings.token_embedding.weight"]
-        out["positional_embedding"] = state["text_model.embeddings.position_embedding.weight"]
-        out["ln_final.weight"] = state["text_model.final_layer_norm.weight"]
-        out["ln_final.bias"] = state["text_model.final_layer_norm.bias"]
-        out["text_projection"] = state["text_projection.weight"].t()
-        return out
-    if arch.architecture == "resnet":
+    import torch
+
+    if tower == "image" and arch.architecture == "resnet":
         return {f"visual.{k}": v for k, v in state.items()}
-    out = _unblocks(state, "vision_model.encoder.layers", "visual.transformer.resblocks", arch.vision_layers)
-    out["visual.conv1.weight"] = state["vision_model.embeddings.patch_embedding.weight"]
-    out["visual.class_embedding"] = state["vision_model.embeddings.class_embedding"]
-    out["visual.positional_embedding"] = state["vision_model.embeddings.position_embedding.weight"]
-    for a, b in (("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")):
-        out[f"visual.{a}.weight"] = state[f"vision_model.{b}.weight"]
-        out[f"visual.{a}.bias"] = state[f"vision_model.{b}.bias"]
-    out["visual.proj"] = state["visual_projection.weight"].t()
+    src, dst, keys = _TOWER_KEYS[tower]
+    out = {}
+    for i in range(_layers(arch, tower)):
+        s, d = f"{src}.{i}", f"{dst}.{i}"
+        for kind in ("weight", "bias"):
+            out[f"{s}.attn.in_proj_{kind}"] = torch.cat([state[f"{d}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for a, b in _BLOCK_PAIRS:
+                out[f"{s}.{a}.{kind}"] = state[f"{d}.{b}.{kind}"]
+    for ours, theirs, transposed in keys:
+        out[ours] = state[theirs].t() if transposed else state[theirs]
     return out
 
 
