@@ -382,68 +382,59 @@ class Checkpoint:
         tcfg = self._tokenizer_config()
 
         def token_id(key: str, default: str) -> int:
-            value = tcfg.get(key, default)
-            value = value.get("content", default) if isinstance(value, dict) else value
+            value = _token_text(tcfg.get(key, default)) or default
             found = tok.token_to_id(value)
             if found is None:
                 raise CheckpointError(f"tokenizer of {self.source!r} has no {key} {value!r}")
             return found
 
         family = self.family
-        context = int(self.text_config.get("max_position_embeddings", 64 if family.name == "siglip" else 77))
+        context = int(self.text_config.get("max_position_embeddings", family.context_length))
         model_max = tcfg.get("model_max_length")
         if isinstance(model_max, int) and 0 < model_max < context:
             context = model_max
-        if family.name == "siglip":
-            return TokenizerInfo(
-                json=text_json,
-                context_length=context,
-                bos_id=None,
-                eos_id=token_id("eos_token", "</s>"),
-                vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
-                padding=family.text_padding,
-                pad_id=token_id("pad_token", "</s>"),
-            )
+        fixed_length = family.text_padding == "max_length"
         return TokenizerInfo(
             json=text_json,
             context_length=context,
-            bos_id=token_id("bos_token", "<|startoftext|>"),
-            eos_id=token_id("eos_token", "<|endoftext|>"),
+            bos_id=token_id("bos_token", family.bos_token) if family.bos_token else None,
+            eos_id=token_id("eos_token", family.eos_token),
             vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
+            padding=family.text_padding,
+            pad_id=token_id("pad_token", family.eos_token) if fixed_length else None,
         )
+
+    def _weight_scalar(self, key: str) -> float | None:
+        """One scalar from the safetensors weights (`logit_scale`, `logit_bias`), read
+        without loading the rest; None when no weight file holds it."""
+        from safetensors import safe_open
+
+        for f in self.weight_files():
+            # numpy, not torch: backends without torch read it too (bf16 needs torch).
+            with safe_open(str(f), framework="numpy") as handle:
+                if key not in handle.keys():
+                    continue
+                try:
+                    return float(handle.get_tensor(key).reshape(-1)[0])
+                except (TypeError, ValueError):
+                    with safe_open(str(f), framework="pt") as pt:
+                        return float(pt.get_tensor(key).float().reshape(-1)[0])
+        return None
 
     def logit_bias(self) -> float | None:
         """The learned bias of a sigmoid score (SigLIP's `logit_bias`), read from the weights."""
-        from safetensors import safe_open
-
-        for f in self.weight_files() if self.layout == layouts.TRANSFORMERS else []:
-            with safe_open(str(f), framework="pt") as handle:
-                if "logit_bias" in handle.keys():
-                    return float(handle.get_tensor("logit_bias").float().reshape(-1)[0])
-        return None
+        return self._weight_scalar("logit_bias")
 
     def logit_scale(self, allow_pickle: bool = False) -> float | None:
         """exp(logit_scale) from the weights, read without loading the rest."""
         import math
 
-        from safetensors import safe_open
-
         if self.layout != layouts.TRANSFORMERS and not self.weight_files():
             return self._archive_logit_scale  # read with the weights (load_weights)
         if allow_pickle and not self.weight_files():
             return self._pickled_logit_scale()
-        for f in self.weight_files():
-            # numpy, not torch: backends without torch read it too (bf16 needs torch).
-            with safe_open(str(f), framework="numpy") as handle:
-                if "logit_scale" not in handle.keys():
-                    continue
-                try:
-                    value = float(handle.get_tensor("logit_scale").reshape(-1)[0])
-                except (TypeError, ValueError):
-                    with safe_open(str(f), framework="pt") as pt:
-                        value = float(pt.get_tensor("logit_scale").float().reshape(-1)[0])
-                return float(math.exp(value))
-        return None
+        value = self._weight_scalar("logit_scale")
+        return None if value is None else float(math.exp(value))
 
     def _pickled_logit_scale(self) -> float | None:
         import math

@@ -31,14 +31,17 @@ class ModelFamily:
     name: str
     score_function: ScoreFunction  # softmax over labels, or an independent sigmoid per label
     text_padding: Literal["longest", "max_length"]  # per batch, or to the context length with the pad id
-    text_bos: bool  # the tokenizer starts a text with BOS
+    bos_token: str | None  # the token a text starts with (None: no BOS)
+    eos_token: str  # the token a text ends with; also the pad token where the family pads
+    context_length: int  # the text tower's positions when the config does not say
     text_pooling: Literal["first_eos", "last"]
     image_pooling: Literal["class_token", "attention_head"]
     center_crop: bool  # the default when preprocessor_config.json does not say do_center_crop
 
 
-CLIP = ModelFamily("clip", "softmax", "longest", True, "first_eos", "class_token", True)
-SIGLIP = ModelFamily("siglip", "sigmoid", "max_length", False, "last", "attention_head", False)
+CLIP = ModelFamily("clip", "softmax", "longest", "<|startoftext|>", "<|endoftext|>", 77, "first_eos", "class_token",
+                   True)
+SIGLIP = ModelFamily("siglip", "sigmoid", "max_length", None, "</s>", 64, "last", "attention_head", False)
 FAMILIES = {family.name: family for family in (CLIP, SIGLIP)}
 # model_type -> family; any other model type is read as CLIP, as before families existed.
 MODEL_TYPES = {"clip": CLIP, "siglip": SIGLIP}

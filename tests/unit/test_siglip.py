@@ -60,8 +60,8 @@ def _our_texts(towers, texts):
 def test_family_comes_from_model_type():
     assert family_for_model_type("clip") is CLIP and family_for_model_type(None) is CLIP
     assert family_for_model_type("siglip") is SIGLIP
-    assert (SIGLIP.score_function, SIGLIP.text_padding, SIGLIP.text_bos) == ("sigmoid", "max_length", False)
-    assert (CLIP.score_function, CLIP.text_padding, CLIP.text_bos) == ("softmax", "longest", True)
+    assert (SIGLIP.score_function, SIGLIP.text_padding, SIGLIP.bos_token) == ("sigmoid", "max_length", None)
+    assert (CLIP.score_function, CLIP.text_padding, CLIP.bos_token) == ("softmax", "longest", "<|startoftext|>")
     for later in ("siglip2", "metaclip_2"):
         with pytest.raises(UnsupportedFamily, match="not supported yet"):
             family_for_model_type(later)
