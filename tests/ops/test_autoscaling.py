@@ -14,7 +14,9 @@ from support.helpers import run_json_scenario
 
 SCENARIO = Path(__file__).resolve().parents[1] / "support" / "multinode_autoscale.py"
 IMAGE, TEXT, ROUTER = "ImageEncoder:tiny", "TextEncoder:tiny", "Router"
-BUDGET_S = 150
+# The scenario's phases wait with deadlines of their own (tests/support/multinode_autoscale.py);
+# this only stops a hung scenario, in time for pytest-timeout (600 s) not to cut it off first.
+BUDGET_S = 570
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,7 @@ def report(model_dir) -> dict:
 
 def test_image_load_scales_only_the_image_tower(report):
     assert report["before"] == {IMAGE: 1, TEXT: 1, ROUTER: 1}
+    assert report["scaled_up"], report["timeline"]
     under_load = [s for s in report["timeline"] if s["t"] <= report["load_stopped_at"]]
     peak = max(s[IMAGE] for s in under_load)
     assert 2 <= peak <= 3, report["timeline"]  # up, and never past max_replicas
@@ -48,7 +51,6 @@ def test_prestop_drain_moves_replicas_off_the_node_without_failing_requests(repo
     drain = report["drain"]
     assert drain["output"]["accepted"], drain
     assert drain["output"]["replicas_left"] == []  # it returned because the node emptied, not by deadline
-    assert drain["output"]["waited_s"] < 40
     assert drain["node"] not in drain["image_nodes_after"]  # the image replica now runs elsewhere
     assert set(drain["image_nodes_after"]) <= set(report["gpu_nodes"])
     assert set(drain["requests"]) == {"ok"} and drain["requests"]["ok"] > 10  # no request failed meanwhile

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 def quick_run(out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     # From the repo root, as on a lent GPU machine (a copied tree, nothing installed).
     return subprocess.run([sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick",
-                           "--seconds", "0.2", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                           "--seconds", "0.05", "--json", str(out)], capture_output=True, text=True, timeout=600,
                           cwd=REPO, env={**os.environ, **(env or {})})
 
 
@@ -85,7 +85,7 @@ def test_quick_run_of_a_resnet_on_cpu(tmp_path):
     backend (transformers has no ResNet CLIP to compare with) and measured."""
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick",
-                           "--arch", "rn50", "--no-compile", "--seconds", "0.2", "--json", str(out)],
+                           "--arch", "rn50", "--no-compile", "--seconds", "0.05", "--json", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -1,6 +1,8 @@
 """Fine-tuning with Ray Train (TorchTrainer, 2 DDP workers) on the session cluster: the
-loss goes down, the output is a servable checkpoint, and a rerun resumes where it stopped;
-and a ResNet in open_clip's layout, projections only, through the command line's options."""
+loss goes down, the output is a servable checkpoint, and a rerun resumes where it stopped.
+What each `--train` mode updates on every architecture and layout (ResNet in open_clip's
+layout from the command line's options included) is tested without Ray in
+tests/unit/test_contrastive.py: the job runs the same learner and export."""
 
 from __future__ import annotations
 
@@ -120,44 +122,3 @@ def test_pair_sources_and_encoder_skip_bad_rows(tmp_path, reference, model_dir):
                  "text": np.asarray([r["text"] for r in rows] + ["a blue cross"], dtype=object)})
     assert batch["pixels"].shape == (6, 32, 32, 3) and batch["pixels"].dtype == np.uint8 and enc.skipped == 1
     assert batch["ids"][0, : batch["length"][0]].tolist() == reference.token_ids(rows[0]["text"])
-
-
-def test_projections_of_an_open_clip_resnet_train_and_serve(ray_session, shapes_parquet, tmp_path):
-    """`--train projections` from a tiny ResNet (open_clip layout): only the attention pool's
-    output projection, the text projection and the temperature change, and the output is
-    open_clip's layout again, which the torch backend serves."""
-    import torch
-    from safetensors.torch import load_file
-    from support.openai_clip import TINY_RESNET, save_open_clip, tiny_openai_clip
-
-    from deployments.backends.checkpoint import Checkpoint
-    from deployments.backends.torch_backend import TorchBackend
-    from deployments.preprocess.images import ImageLimits, prepare_image
-    from deployments.tools.finetune import build_parser, options_from_args
-
-    source = save_open_clip(tiny_openai_clip(TINY_RESNET, seed=1), TINY_RESNET, tmp_path / "rn-tiny")
-    args = build_parser().parse_args([
-        str(shapes_parquet), "--output", str(tmp_path / "tuned"), "--from-checkpoint", str(source),
-        "--train", "projections", "--epochs", "1", "--batch-size", str(BATCH), "--lr", "3e-3",
-        "--val-fraction", "0.2", "--val-size", "64", "--threads", "1", "--storage-path", str(tmp_path / "ray_train")])
-    result = run_finetune(options_from_args(args), log=print)
-    out = result.output
-    names = {p.name for p in out.iterdir()}
-    assert {"open_clip_model.safetensors", "open_clip_config.json", TRAIN_REPORT} <= names
-    assert not names & {"config.json", "model.safetensors", TRAIN_STATE}
-    assert result.history[0]["epoch"] == 1 and 0 <= result.history[0]["retrieval_top1"] <= 1
-
-    before, after = load_file(source / "open_clip_model.safetensors"), load_file(out / "open_clip_model.safetensors")
-    assert after.keys() == before.keys()
-    assert {k for k in before if not torch.equal(before[k], after[k])} == {
-        "visual.attnpool.c_proj.weight", "visual.attnpool.c_proj.bias", "text_projection", "logit_scale"}
-
-    png = encode(natural_image(50, 44, seed=5))
-    served, original = (TorchBackend.load(Checkpoint.open(str(folder)), "image", device="cpu", dtype="float32")
-                        for folder in (out, source))
-    pixels = prepare_image(png, served.image_spec, ImageLimits())[None]
-    assert (served.info().extra["layout"], served.info().extra["architecture"]) == ("open_clip", "resnet")
-    assert cosine(served.embed_images(pixels)[0], original.embed_images(pixels)[0]) < 0.9999
-    text = TorchBackend.load(Checkpoint.open(str(out)), "text", device="cpu", dtype="float32")
-    ids = np.asarray([text.tokenizer_info.tokenizer().encode(["a red circle"], truncate=True)[0].ids], dtype=np.int32)
-    assert np.isfinite(text.embed_texts(ids, None)).all()

@@ -5,6 +5,7 @@ every checkpoint layout), ResNet BatchNorm statistics, saving, serving and resum
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,3 +294,39 @@ def test_pickle_sources_need_consent_and_modes_must_agree(sources):
         open_source(sources["openai-vit"][0])
     with pytest.raises(ValidationError, match="freeze"):
         TrainSettings(init=ModelInit(source="x"), steps_per_epoch=1, train="text", freeze=["text"])
+
+
+def test_train_projections_from_the_command_line_on_a_resnet_exports_open_clip_layout(sources, tmp_path):
+    """`finetune --from-checkpoint RESNET --train projections`: the options the command line
+    builds train only the attention pool's output projection, the text projection and the
+    temperature, and the exported folder (what the Ray Train job writes to --output, with
+    the same export) is open_clip's layout again, without the resume state."""
+    from safetensors.torch import load_file
+
+    from deployments.jobs.clip_pair import open_source
+    from deployments.jobs.finetune import export_checkpoint
+    from deployments.jobs.training import ContrastiveLearner, TrainSettings, load_initial_model
+    from deployments.tools.finetune import build_parser, options_from_args
+
+    source = sources["resnet"][0]
+    opts = options_from_args(build_parser().parse_args([
+        str(tmp_path / "pairs.parquet"), "--output", str(tmp_path / "tuned"), "--from-checkpoint", source,
+        "--train", "projections", "--epochs", "1", "--batch-size", "4", "--lr", "3e-3", "--threads", "1"]))
+    settings = TrainSettings.model_validate({**opts.train, "init": opts.init, "steps_per_epoch": 3})
+    assert settings.train == "projections" and opts.init.source == source
+    model, assets = load_initial_model(settings.init, settings.seed)
+    ckpt = open_source(source)
+    learner = ContrastiveLearner(model, settings, torch.device("cpu"), ckpt.image_spec())
+    train_steps(learner, ckpt)
+    out = export_checkpoint(learner.save(tmp_path / "ray-checkpoint", assets), Path(opts.output))
+
+    from deployments.jobs.training import TRAIN_REPORT, TRAIN_STATE
+
+    names = {p.name for p in out.iterdir()}
+    assert {"open_clip_model.safetensors", "open_clip_config.json", TRAIN_REPORT} <= names
+    assert not names & {"config.json", "model.safetensors", TRAIN_STATE}
+    before = load_file(Path(source) / "open_clip_model.safetensors")
+    after = load_file(out / "open_clip_model.safetensors")
+    assert after.keys() == before.keys()
+    assert {k for k in before if not torch.equal(before[k], after[k])} == {
+        "visual.attnpool.c_proj.weight", "visual.attnpool.c_proj.bias", "text_projection", "logit_scale"}
