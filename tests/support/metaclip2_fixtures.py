@@ -1,6 +1,7 @@
 """Tiny random MetaCLIP 2 checkpoints built offline, in the files
-facebook/metaclip-2-worldwide-* repositories ship (transformers' conversion script saves a
-MetaClip2Model and a CLIPProcessor over facebook/xlm-v-base's tokenizer): config.json
+facebook/metaclip-2-worldwide-* repositories ship: transformers' convert_metaclip_2_to_hf.py
+saves a MetaClip2Model and a CLIPProcessor over facebook/xlm-v-base's fast tokenizer (the
+tokenizer MetaCLIP's own code trains and evaluates with, no lowercasing), so: config.json
 (`model_type: metaclip_2`, text `eos_token_id` 2), model.safetensors, preprocessor_config.json
 (CLIPImageProcessor with `size` and `crop_size` as height/width), and XLM-V's tokenizer:
 sentencepiece.bpe.model (a SentencePiece Unigram model trained here on generated sentences,
