@@ -58,7 +58,8 @@ def train_xlmv_tokenizer(out_dir: Path, vocab_size: int = 170, seed: int = 0) ->
 
 def write_tokenizer_files(out_dir: Path, mask_id: int) -> None:
     special = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
-    decoder = {str(i): {"content": t, **special, "special": True} for i, t in enumerate(("<s>", "<pad>", "</s>", "<unk>"))}
+    decoder = {str(i): {"content": t, **special, "special": True}
+               for i, t in enumerate(("<s>", "<pad>", "</s>", "<unk>"))}
     decoder[str(mask_id)] = {"content": "<mask>", **special, "lstrip": True, "special": True}
     (out_dir / "tokenizer_config.json").write_text(json.dumps({
         "added_tokens_decoder": decoder, "bos_token": "<s>", "clean_up_tokenization_spaces": False,

@@ -55,7 +55,8 @@ def write_tokenizer_files(out_dir: Path) -> None:
     special = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
     (out_dir / "tokenizer_config.json").write_text(json.dumps({
         "add_bos_token": False, "add_eos_token": True,
-        "added_tokens_decoder": {str(i): {"content": t, **special, "special": True} for i, t in enumerate(GEMMA_SPECIAL)},
+        "added_tokens_decoder": {str(i): {"content": t, **special, "special": True}
+                                 for i, t in enumerate(GEMMA_SPECIAL)},
         "additional_special_tokens": [], "bos_token": "<bos>", "clean_up_tokenization_spaces": False,
         "eos_token": "<eos>", "model_input_names": ["input_ids"], "model_max_length": 1000000000000000019884624838656,
         "pad_token": "<pad>", "padding_side": "right", "processor_class": "SiglipProcessor", "sp_model_kwargs": {},

@@ -118,7 +118,8 @@ def test_text_embeddings_equal_get_text_features(towers, reference):
     assert (cosine(ours, ref) >= 0.9999).all()
     # The batch is packed with 0 (<s>), the processor pads with <pad>: the causal tower never
     # looks past the first </s>, so neither the pad id nor the batch's length matters.
-    assert batch.ids.shape[1] == ids.shape[1] and fit_padding(batch.ids, batch.lengths, "longest", 16, None) is batch.ids
+    assert batch.ids.shape[1] == ids.shape[1]
+    assert fit_padding(batch.ids, batch.lengths, "longest", 16, None) is batch.ids
     alone, _ = _ours(towers, TEXTS[:1])
     assert cosine(alone[0], ours[0]) >= 0.99999
 
