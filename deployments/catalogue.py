@@ -2,9 +2,10 @@
 
 A variant config whose `id` names an entry gets the entry's backend, aliases and other
 defaults; fields the config sets itself win. The architecture fields describe the hub
-checkpoint (tests build shrunk fixtures of the ViTs with the same fields, and check each
-entry's parameter count against OpenAI's model code); image size and normalisation are
-still read from the checkpoint itself when it loads.
+checkpoint (tests build shrunk fixtures of the CLIP ViTs with the same fields, and check each
+entry's parameter count against OpenAI's model code, and those of the other model families
+against transformers' model built from the repository's published config.json); image size
+and normalisation are still read from the checkpoint itself when it loads.
 Pure data: no torch, no ray.
 """
 
@@ -14,10 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
-def _block_params(width: int) -> int:
-    """One pre-LayerNorm transformer block: attention (in/out projections with biases),
-    two LayerNorms and a 4x MLP."""
-    return 12 * width * width + 13 * width
+def _block_params(width: int, mlp: int | None = None) -> int:
+    """One pre-LayerNorm transformer block: attention (q, k, v and out projections with
+    biases), two LayerNorms and an MLP of `mlp` (default 4x the width) with biases."""
+    mlp = 4 * width if mlp is None else mlp
+    return 4 * width * width + 2 * width * mlp + 9 * width + mlp
 
 
 def _bottleneck_params(inplanes: int, planes: int) -> int:
@@ -31,11 +33,15 @@ def _bottleneck_params(inplanes: int, planes: int) -> int:
 
 @dataclass(frozen=True)
 class Architecture:
-    """A CLIP checkpoint's shape, in the terms of OpenAI's `clip/model.py`.
+    """A checkpoint's shape, in the terms of OpenAI's `clip/model.py`.
 
     `architecture` "vit": `vision` is (width, layers, heads) and `patch_size` is set.
     "resnet" (OpenAI's modified ResNet with attention pooling): `vision` is (stem width,
     the four stages' block counts, attention-pool heads) and there is no patch size.
+    `family` (preprocess/model_family.py): `clip` and `metaclip_2` have CLIP's modules;
+    `siglip` and `siglip2` have SigLIP's (no class token, biased patch embedding, an
+    attention-pooling image head, a linear text head on the last position, a logit bias),
+    with MLPs of `mlp` = (vision, text) widths.
     """
 
     architecture: str
@@ -51,10 +57,20 @@ class Architecture:
     # OpenAI's and open_clip's own code always pool there.
     eos_token_id: int = 2
     vocab_size: int = 49408
+    family: str = "clip"
+    mlp: tuple[int, int] | None = None  # (vision, text) MLP widths where not 4x the width
+
+    @property
+    def siglip_layout(self) -> bool:
+        return self.family in ("siglip", "siglip2")
 
     def __post_init__(self) -> None:
         width, layers, heads = self.vision
-        if self.architecture == "vit":
+        if self.siglip_layout:
+            # SigLIP's image head keeps the width and its text head projects to it.
+            ok = (self.architecture == "vit" and isinstance(self.patch_size, int) and isinstance(layers, int)
+                  and self.embed_dim == width and self.mlp is not None)
+        elif self.architecture == "vit":
             ok = isinstance(self.patch_size, int) and isinstance(layers, int)
         elif self.architecture == "resnet":
             # OpenAI's ModifiedResNet: 64-wide attention heads over the 32x-wide last stage.
@@ -64,10 +80,19 @@ class Architecture:
         if not ok:
             raise ValueError(f"inconsistent {self.architecture!r} architecture: {self}")
 
+    def _mlp(self, tower: int) -> int | None:
+        return self.mlp[tower] if self.mlp else None
+
     @property
     def vision_params(self) -> int:
-        """The image tower's parameters, projection to the embedding included."""
+        """The image tower's parameters, projection to the embedding (or SigLIP's head) included."""
         width, layers, _ = self.vision
+        if self.siglip_layout:
+            mlp = self._mlp(0)
+            embed = 3 * self.patch_size**2 * width + width + (self.image_size // self.patch_size) ** 2 * width
+            # Attention-pooling head: probe, q/k/v in one projection and out, with biases, LayerNorm, MLP.
+            head = width + 4 * width * width + 4 * width + 2 * width + 2 * width * mlp + mlp + width
+            return embed + layers * _block_params(width, mlp) + 2 * width + head
         if self.architecture == "vit":
             tokens = (self.image_size // self.patch_size) ** 2 + 1
             embed = 3 * self.patch_size**2 * width + width + tokens * width  # patch conv, class token, positions
@@ -87,15 +112,17 @@ class Architecture:
 
     @property
     def text_params(self) -> int:
-        """The text tower's parameters, projection to the embedding included."""
+        """The text tower's parameters, projection to the embedding (SigLIP: its biased head) included."""
         width, layers, _ = self.text
         embed = self.vocab_size * width + self.context_length * width
-        return embed + layers * _block_params(width) + 2 * width + width * self.embed_dim
+        head = width * self.embed_dim + (self.embed_dim if self.siglip_layout else 0)
+        return embed + layers * _block_params(width, self._mlp(1)) + 2 * width + head
 
     @property
     def params(self) -> int:
-        """Exactly the parameters of OpenAI's CLIP of this shape (logit_scale included)."""
-        return self.vision_params + self.text_params + 1
+        """Exactly the parameters of the model of this shape: logit_scale included, and
+        SigLIP's logit_bias."""
+        return self.vision_params + self.text_params + (2 if self.siglip_layout else 1)
 
     @property
     def params_millions(self) -> int:
@@ -103,9 +130,19 @@ class Architecture:
 
 
 def vit(embed_dim: int, image_size: int, patch_size: int, vision: tuple[int, int, int], text: tuple[int, int, int],
-        hidden_act: str = "quick_gelu", *, context_length: int = 77, vocab_size: int = 49408) -> Architecture:
+        hidden_act: str = "quick_gelu", *, context_length: int = 77, vocab_size: int = 49408,
+        family: str = "clip") -> Architecture:
     return Architecture("vit", embed_dim, image_size, patch_size, context_length, vision, text, hidden_act,
-                        vocab_size=vocab_size)
+                        vocab_size=vocab_size, family=family)
+
+
+def siglip(image_size: int, patch_size: int, vision: tuple[int, int, int], text: tuple[int, int, int],
+           mlp: tuple[int, int], *, vocab_size: int = 32000, context_length: int = 64,
+           family: str = "siglip") -> Architecture:
+    """A SigLIP-family shape; the embedding is the image tower's width (transformers' default
+    `projection_size` of the text head)."""
+    return Architecture("vit", vision[0], image_size, patch_size, context_length, vision, text, "gelu_pytorch_tanh",
+                        eos_token_id=1, vocab_size=vocab_size, family=family, mlp=mlp)
 
 
 def resnet(embed_dim: int, image_size: int, stem_width: int, layers: tuple[int, int, int, int],
@@ -142,17 +179,35 @@ def size_class(vision_params: int) -> tuple[str, Resources]:
     return next((name, res) for name, limit, res in SIZE_CLASSES if vision_params / 1e6 < limit)
 
 
+def _siglip_from_config(config: dict[str, Any]) -> Architecture:
+    """A SigLIP config.json's shape; absent fields default as in transformers' SiglipConfig
+    (the hub configs of the base models state almost nothing)."""
+    v, t = config.get("vision_config") or {}, config.get("text_config") or {}
+    width = lambda c: c.get("hidden_size", 768)  # noqa: E731
+    return siglip(v.get("image_size", 224), v.get("patch_size", 16),
+                  (width(v), v.get("num_hidden_layers", 12), v.get("num_attention_heads", 12)),
+                  (width(t), t.get("num_hidden_layers", 12), t.get("num_attention_heads", 12)),
+                  (v.get("intermediate_size", 3072), t.get("intermediate_size", 3072)),
+                  vocab_size=t.get("vocab_size", 32000), context_length=t.get("max_position_embeddings", 64))
+
+
 def architecture_from_config(config: dict[str, Any]) -> Architecture | None:
     """The shape a transformers config.json states (`vision_config` with at least its width
-    and depth; other fields default as in transformers' CLIPConfig); None for anything else.
+    and depth; other fields default as in transformers' CLIPConfig; SigLIP's as in its
+    SiglipConfig); None for anything else. The family is `siglip` for every `model_type:
+    siglip` (SigLIP 2's fixed-resolution shapes are the same; its tokenizer tells it apart).
     open_clip_config.json is read by backends.clip_layouts (ClipArch.catalogue_arch)."""
     try:
+        if config.get("model_type") == "siglip":
+            arch = _siglip_from_config(config)
+            return arch if arch.params > 0 else None
         v, t = config["vision_config"], config.get("text_config") or {}
+        family = "metaclip_2" if config.get("model_type") == "metaclip_2" else "clip"
         arch = vit(config.get("projection_dim", 512), v.get("image_size", 224), v.get("patch_size", 32),
                    (v["hidden_size"], v["num_hidden_layers"], v.get("num_attention_heads", 12)),
                    (t.get("hidden_size", 512), t.get("num_hidden_layers", 12), t.get("num_attention_heads", 8)),
                    v.get("hidden_act", "quick_gelu"), context_length=t.get("max_position_embeddings", 77),
-                   vocab_size=t.get("vocab_size", 49408))
+                   vocab_size=t.get("vocab_size", 49408), family=family)
         return arch if arch.params > 0 else None  # computing it checks every field is a number
     except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
         return None
@@ -199,6 +254,11 @@ RN101 = resnet(512, 224, 64, (3, 4, 23, 3), (512, 12, 8))
 RN50X4 = resnet(640, 288, 80, (4, 6, 10, 6), (640, 12, 10))
 RN50X16 = resnet(768, 384, 96, (6, 8, 18, 8), (768, 12, 12))
 RN50X64 = resnet(1024, 448, 128, (3, 15, 36, 10), (1024, 12, 16))
+# The other families, as their repositories' config.json state them (with transformers' defaults).
+SIGLIP_B16 = siglip(224, 16, (768, 12, 12), (768, 12, 12), (3072, 3072))
+SIGLIP_SO400M_384 = siglip(384, 14, (1152, 27, 16), (1152, 27, 16), (4304, 4304))
+SIGLIP2_B16 = siglip(224, 16, (768, 12, 12), (768, 12, 12), (3072, 3072), vocab_size=256000, family="siglip2")
+METACLIP2_H14 = vit(1024, 224, 14, (1280, 32, 16), (1024, 24, 16), vocab_size=901629, family="metaclip_2")
 
 _ENTRIES = [
     CatalogueEntry(
@@ -251,6 +311,24 @@ _ENTRIES = [
         # The split tower graphs lack the learned temperature; OpenAI's B/32 weights hold
         # logit_scale = ln(100), the clamp it was trained against.
         onnx_dtype="fp32", logit_scale=100.0),
+    # Other model families (docs/models.md#model-families): served by the torch backend.
+    CatalogueEntry(
+        "google/siglip-base-patch16-224",
+        "Google SigLIP B/16 (WebLI, English): sigmoid scores per label with a learned bias, B/16's image compute.",
+        SIGLIP_B16, Resources(4, 1, 1.5, "optional"), aliases=("siglip-base-patch16-224",)),
+    CatalogueEntry(
+        "google/siglip-so400m-patch14-384",
+        "Google SigLIP So400m/14 at 384 px: the shape-optimised 400M image tower, ~1.7x L/14@336's image compute.",
+        SIGLIP_SO400M_384, Resources(8, 2, 5.0, "recommended"), aliases=("siglip-so400m-patch14-384",)),
+    CatalogueEntry(
+        "google/siglip2-base-patch16-224",
+        "Google SigLIP 2 B/16, fixed resolution: multilingual (Gemma tokenizer), better zero-shot than SigLIP B/16.",
+        SIGLIP2_B16, Resources(4, 1, 1.5, "optional"), aliases=("siglip2-base-patch16-224",)),
+    CatalogueEntry(
+        "facebook/metaclip-2-worldwide-huge-quickgelu",
+        "Meta CLIP 2 ViT-H/14 on worldwide data (300+ languages, XLM-V tokenizer): ~2x L/14's image compute; "
+        "its text tower holds 1.2B parameters (5 GiB in fp32).",
+        METACLIP2_H14, Resources(8, 2, 4.0, "recommended"), aliases=("metaclip-2-worldwide-huge-quickgelu",)),
 ]
 CATALOGUE: dict[str, CatalogueEntry] = {e.id: e for e in _ENTRIES}
 
@@ -264,14 +342,14 @@ def apply_catalogue(data: Any) -> Any:
 
 def markdown_table() -> str:
     """The catalogue as docs/models.md shows it (a test keeps the two identical)."""
-    rows = ["| id | architecture | backend | embedding dim | image size | patch | vision layers | context | params (M) | "
-            "CPUs image/text | memory (GiB) | GPU | aliases | what |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| id | family | architecture | backend | embedding dim | image size | patch | vision layers | context | "
+            "params (M) | CPUs image/text | memory (GiB) | GPU | aliases | what |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in _ENTRIES:
         a, r = e.arch, e.resources
         layers = a.vision[1]
         layers = "-".join(map(str, layers)) if isinstance(layers, tuple) else layers  # a ResNet's four stages
-        rows.append(f"| `{e.id}` | {a.architecture} | {e.backend} | {a.embed_dim} | {a.image_size} | "
+        rows.append(f"| `{e.id}` | {a.family} | {a.architecture} | {e.backend} | {a.embed_dim} | {a.image_size} | "
                     f"{a.patch_size or '-'} | {layers} | {a.context_length} | {a.params_millions} | "
                     f"{r.image_cpus}/{r.text_cpus} | {r.memory_gib:g} | {r.gpu} | "
                     f"{', '.join(f'`{x}`' for x in e.aliases)} | {e.description} |")

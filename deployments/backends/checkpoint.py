@@ -31,7 +31,7 @@ METADATA_FILES = [
     "special_tokens_map.json",
     "vocab.json",
     "merges.txt",
-    "spiece.model",  # SigLIP's SentencePiece tokenizer
+    "spiece.model",  # SigLIP's SentencePiece tokenizer (SigLIP 2 and MetaCLIP 2 ship tokenizer.json)
     # open_clip's layout: read first, to choose which weights a hub download fetches.
     layouts.OPEN_CLIP_CONFIG,
 ]
@@ -174,12 +174,12 @@ class Checkpoint:
 
     @cached_property
     def family(self) -> ModelFamily:
-        """The model family (preprocess/model_family.py) from config.json's model_type;
-        open_clip and OpenAI checkpoints are CLIP's."""
+        """The model family (preprocess/model_family.py) from config.json's model_type and
+        tokenizer_config.json's tokenizer_class; open_clip and OpenAI checkpoints are CLIP's."""
         if self.layout != layouts.TRANSFORMERS:
             return CLIP
         try:
-            return family_for_model_type(self.config.get("model_type"))
+            return family_for_model_type(self.config.get("model_type"), self._tokenizer_config().get("tokenizer_class"))
         except UnsupportedFamily as exc:
             raise CheckpointError(f"checkpoint {self.source!r}: {exc}") from None
 
@@ -359,6 +359,8 @@ class Checkpoint:
                                              bool(tcfg.get("do_lower_case", True)))
             except (ValueError, ImportError) as exc:
                 raise CheckpointError(f"tokenizer of {self.source!r}: {exc}") from None
+        if self.family.name == "siglip2":
+            return self._siglip2_tokenizer_json()
         if (self.path / "tokenizer.json").is_file():
             return (self.path / "tokenizer.json").read_text(encoding="utf-8")
         if (self.path / "vocab.json").is_file() and (self.path / "merges.txt").is_file():
@@ -373,6 +375,19 @@ class Checkpoint:
         raise CheckpointError(
             f"checkpoint {self.source!r} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)"
         )
+
+    def _siglip2_tokenizer_json(self) -> str:
+        """Gemma's tokenizer.json with SigLIP 2's training rules (siglip2_tokenizer.py)."""
+        from .siglip2_tokenizer import siglip2_tokenizer_json
+
+        path = self.path / "tokenizer.json"
+        if not path.is_file():
+            raise CheckpointError(f"SigLIP 2 checkpoint {self.source!r} has no tokenizer.json (its Gemma tokenizer)")
+        eos = _token_text(self._tokenizer_config().get("eos_token", self.family.eos_token)) or self.family.eos_token
+        try:
+            return siglip2_tokenizer_json(path.read_text(encoding="utf-8"), eos)
+        except ValueError as exc:
+            raise CheckpointError(f"tokenizer of {self.source!r}: {path.name}: {exc}") from None
 
     def tokenizer_info(self) -> TokenizerInfo:
         from tokenizers import Tokenizer
@@ -401,7 +416,7 @@ class Checkpoint:
             eos_id=token_id("eos_token", family.eos_token),
             vocab_size=int(self.text_config.get("vocab_size", tok.get_vocab_size())),
             padding=family.text_padding,
-            pad_id=token_id("pad_token", family.eos_token) if fixed_length else None,
+            pad_id=token_id("pad_token", family.pad_token or family.eos_token) if fixed_length else None,
         )
 
     def _weight_scalar(self, key: str) -> float | None:

@@ -2,9 +2,12 @@
 chooses which module runs a tower. ViT image towers and text towers are transformers'
 CLIP modules (a transformers checkpoint loads into them directly, the other layouts by
 clip_layouts' key mapping); ResNet image towers are the native ModifiedResNet; SigLIP's
-towers (model family `siglip`) are transformers' SiglipVisionModel (attention-pooling head)
-and SiglipTextModel (last position, linear head), whose pooled outputs are exactly
-`SiglipModel.get_image_features` / `get_text_features`.
+and SigLIP 2's towers (model families `siglip`, `siglip2`) are transformers' SiglipVisionModel
+(attention-pooling head) and SiglipTextModel (last position, linear head), whose pooled
+outputs are exactly `SiglipModel.get_image_features` / `get_text_features`; MetaCLIP 2's
+(`metaclip_2`) are transformers' MetaClip2{Vision,Text}ModelWithProjection: CLIP's modules,
+but the text tower pools at the first EOS of the config's `eos_token_id` (XLM-V's `</s>`),
+where CLIP's hub configs pool at argmax(ids).
 
 Serving (TorchBackend), ONNX export and fine-tuning all build towers here, so each
 architecture has one code path.
@@ -32,17 +35,22 @@ def tower_embeddings(module: torch.nn.Module, tower: str, inputs: torch.Tensor) 
 def tower_dim(checkpoint: Checkpoint, tower: str, module: torch.nn.Module) -> int:
     """The embedding size `tower_embeddings` gives."""
     config = getattr(module, "config", None)  # the native ResNet has none
-    if checkpoint.family.name == "siglip":
+    if checkpoint.family.towers == "siglip":
         # The image head keeps the width; the text head projects to projection_size (default: the width).
         return int(config.hidden_size if tower == "image" else (config.projection_size or config.hidden_size))
     return int(config.projection_dim if config else checkpoint.config["projection_dim"])
 
 
 def _transformers_tower_class(checkpoint: Checkpoint, tower: str):
-    if checkpoint.family.name == "siglip":
+    towers = checkpoint.family.towers
+    if towers == "siglip":
         from transformers import SiglipTextModel, SiglipVisionModel
 
         return SiglipVisionModel if tower == "image" else SiglipTextModel
+    if towers == "metaclip_2":
+        from transformers import MetaClip2TextModelWithProjection, MetaClip2VisionModelWithProjection
+
+        return MetaClip2VisionModelWithProjection if tower == "image" else MetaClip2TextModelWithProjection
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     return CLIPVisionModelWithProjection if tower == "image" else CLIPTextModelWithProjection

@@ -131,9 +131,9 @@ class TorchBackend(DescribedBackend):
         if self.tower == "image":
             feats = self._features(pixel_values=normalize_pixels(batch, self._scale, self._bias, self.dtype))
         else:
-            # CLIP's text tower is causal and pools at the first EOS, so right padding never
-            # reaches the pooled position; SigLIP's gets the fixed-length padding it was
-            # trained with (embed_texts). Neither takes an attention mask.
+            # CLIP's and MetaCLIP 2's text towers are causal and pool at the first EOS, so right
+            # padding never reaches the pooled position; SigLIP's and SigLIP 2's get the
+            # fixed-length padding they were trained with (embed_texts). None takes an attention mask.
             feats = self._features(input_ids=batch.long())
         return F.normalize(feats.float(), dim=-1)
 

@@ -22,10 +22,12 @@ class ModelCard(BaseModel):
     dtype: str | None = None
     device: str | None = None
     logit_scale: float | None = None  # exp() of the learned temperature used by /v1/classify
-    family: str | None = Field(None, description="The model family: `clip` or `siglip`.")
+    family: str | None = Field(
+        None, description="The model family: `clip`, `siglip`, `siglip2` or `metaclip_2`.")
     score_function: str | None = Field(
-        None, description="How /v1/classify scores labels: `softmax` (CLIP) or `sigmoid` (SigLIP).")
-    logit_bias: float | None = Field(None, description="The learned bias of a sigmoid score (SigLIP).")
+        None, description="How /v1/classify scores labels: `softmax` (CLIP, MetaCLIP 2) or `sigmoid` (SigLIP, "
+        "SigLIP 2).")
+    logit_bias: float | None = Field(None, description="The learned bias of a sigmoid score (SigLIP, SigLIP 2).")
     architecture: str | None = Field(None, description="The image tower's architecture: `vit` or `resnet`.")
     layout: str | None = Field(
         None, description="The checkpoint layout that loaded: `transformers`, `open_clip`, `openai` (a .pt "

@@ -1,7 +1,8 @@
 """The variant catalogue: a config naming an entry by id gets its defaults, OpenAI's names
-resolve everywhere a model is named, docs/models.md shows the catalogue as it is, each
-architecture's parameter count is OpenAI's own, and a fixture shaped like each ViT entry
-loads on both backends."""
+resolve everywhere a model is named, docs/models.md shows the catalogue as it is, each CLIP
+architecture's parameter count is OpenAI's own and every other family's is transformers'
+model built from the repository's published config.json, and a fixture shaped like each CLIP
+ViT entry loads on both backends."""
 
 from __future__ import annotations
 
@@ -35,7 +36,42 @@ SEED_MODELS = {"openai/clip-vit-base-patch32", "openai/clip-vit-base-patch16", "
                "openai/clip-vit-large-patch14-336", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K",
                "patrickjohncyh/fashion-clip", "Xenova/clip-vit-base-patch32", "timm/resnet50_clip.openai",
                "timm/resnet101_clip.openai", "timm/resnet50x4_clip.openai", "timm/resnet50x16_clip.openai",
-               "timm/resnet50x64_clip.openai"}
+               "timm/resnet50x64_clip.openai", "google/siglip-base-patch16-224", "google/siglip-so400m-patch14-384",
+               "google/siglip2-base-patch16-224", "facebook/metaclip-2-worldwide-huge-quickgelu"}
+# config.json of the non-OpenAI families' entries as their hub repositories publish it (the
+# model class transformers builds from it). Sources: huggingface.co/<id>/blob/main/config.json
+# for google/siglip-so400m-patch14-384; Xenova/siglip-base-patch16-224's copy of
+# google/siglip-base-patch16-224's original config (the hub's own now states only the
+# defaults, the same shape); google/siglip2-base-patch16-512's as mirrored by a third-party
+# repository, its 224-px sibling differing only in image_size (224 is the default); and
+# MetaCLIP 2's from transformers' convert_metaclip_2_to_hf.py (ViT-H-14-quickgelu-worldwide;
+# eos_token_id 2 is facebook/xlm-v-base's </s>).
+PUBLISHED_CONFIGS = {
+    "google/siglip-base-patch16-224": ("SiglipModel", {
+        "model_type": "siglip", "initializer_factor": 1.0,
+        "text_config": {"hidden_size": 768, "intermediate_size": 3072, "model_type": "siglip_text_model",
+                        "num_attention_heads": 12, "vocab_size": 32000},
+        "vision_config": {"model_type": "siglip_vision_model", "patch_size": 16}}),
+    "google/siglip-so400m-patch14-384": ("SiglipModel", {
+        "model_type": "siglip", "initializer_factor": 1.0,
+        "text_config": {"hidden_size": 1152, "intermediate_size": 4304, "model_type": "siglip_text_model",
+                        "num_attention_heads": 16, "num_hidden_layers": 27},
+        "vision_config": {"hidden_size": 1152, "image_size": 384, "intermediate_size": 4304,
+                          "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27,
+                          "patch_size": 14}}),
+    "google/siglip2-base-patch16-224": ("SiglipModel", {
+        "model_type": "siglip", "initializer_factor": 1.0,
+        "text_config": {"model_type": "siglip_text_model", "vocab_size": 256000},
+        "vision_config": {"model_type": "siglip_vision_model"}}),
+    "facebook/metaclip-2-worldwide-huge-quickgelu": ("MetaClip2Model", {
+        "model_type": "metaclip_2", "projection_dim": 1024,
+        "text_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+                        "num_hidden_layers": 24, "max_position_embeddings": 77, "vocab_size": 901629,
+                        "eos_token_id": 2, "hidden_act": "quick_gelu", "projection_dim": 1024},
+        "vision_config": {"image_size": 224, "patch_size": 14, "hidden_size": 1280, "intermediate_size": 5120,
+                          "num_attention_heads": 16, "num_hidden_layers": 32, "hidden_act": "quick_gelu",
+                          "projection_dim": 1024}}),
+}
 # The names OpenAI's clip package loads (clip.available_models()) and its download files' names.
 OPENAI_NAMES = {
     "RN50": "timm/resnet50_clip.openai", "RN101": "timm/resnet101_clip.openai",
@@ -120,10 +156,11 @@ def test_the_models_page_shows_the_catalogue_as_it_is():
     assert markdown_table() in (REPO / "docs" / "models.md").read_text()
 
 
-@pytest.mark.parametrize("entry_id", sorted(CATALOGUE))
+@pytest.mark.parametrize("entry_id", sorted(e for e in CATALOGUE if not CATALOGUE[e].arch.siglip_layout))
 def test_parameter_counts_are_those_of_openais_model_code(entry_id):
-    """Each architecture built by OpenAI's clip/model.py on the meta device (shapes only, no
-    memory): our count from the architecture's fields is exactly its number of parameters."""
+    """Each CLIP-module architecture (CLIP's family and MetaCLIP 2) built by OpenAI's
+    clip/model.py on the meta device (shapes only, no memory): our count from the
+    architecture's fields is exactly its number of parameters."""
     import torch
 
     clip_model = openai_clip_module()
@@ -138,6 +175,38 @@ def test_parameter_counts_are_those_of_openais_model_code(entry_id):
     assert arch.params == sum(p.numel() for p in model.parameters())
     if arch.architecture == "resnet":
         assert model.visual.attnpool.num_heads == arch.vision[2]
+
+
+def test_every_other_family_has_its_published_config():
+    others = {e.id for e in CATALOGUE.values() if e.arch.family != "clip"}
+    assert others and others <= set(PUBLISHED_CONFIGS)
+
+
+@pytest.mark.parametrize("entry_id", sorted(PUBLISHED_CONFIGS))
+def test_parameter_counts_are_those_of_transformers_on_the_published_config(entry_id):
+    """transformers' model (SiglipModel, MetaClip2Model) built on the meta device from the
+    repository's config.json: the catalogue's count is exactly its number of parameters, its
+    image tower's too, and the config reader (sizing checkpoints outside the catalogue) finds
+    the same shape in the published file."""
+    import torch
+    import transformers
+
+    class_name, published = PUBLISHED_CONFIGS[entry_id]
+    arch = CATALOGUE[entry_id].arch
+    model_class = getattr(transformers, class_name)
+    config = model_class.config_class(**{k: v for k, v in published.items() if k != "model_type"})
+    with torch.device("meta"):
+        model = model_class(config)
+    vision = [model.vision_model, *([model.visual_projection] if hasattr(model, "visual_projection") else [])]
+    assert arch.vision_params == sum(p.numel() for m in vision for p in m.parameters())
+    assert arch.params == sum(p.numel() for p in model.parameters())
+    (width, layers, _), (text_width, text_layers, _) = arch.vision, arch.text
+    assert (config.vision_config.hidden_size, config.vision_config.num_hidden_layers, config.text_config.hidden_size,
+            config.text_config.num_hidden_layers, config.text_config.vocab_size) == (
+        width, layers, text_width, text_layers, arch.vocab_size)
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (arch.image_size, arch.patch_size)
+    assert config.text_config.max_position_embeddings == arch.context_length
+    assert architecture_from_config(published).params == arch.params
 
 
 def test_open_clip_configs_give_the_catalogues_architectures():
@@ -164,7 +233,10 @@ def one_entry_per_architecture() -> list[str]:
     build, export and compare the same graph again: one of each."""
     chosen: dict = {}
     for entry_id in sorted(CATALOGUE, key=str.lower):
-        if CATALOGUE[entry_id].arch.architecture == "vit":  # ResNets: the ResNet loader's tests cover them
+        arch = CATALOGUE[entry_id].arch
+        # ResNets: the ResNet loader's tests cover them; other families: their own test files
+        # (test_siglip.py, test_siglip2.py, test_metaclip2.py); the onnx backend serves CLIP's family only.
+        if arch.architecture == "vit" and arch.family == "clip":
             chosen.setdefault(CATALOGUE[entry_id].arch, entry_id)
     return sorted(chosen.values())
 

@@ -62,15 +62,18 @@ def test_family_comes_from_model_type():
     assert family_for_model_type("siglip") is SIGLIP
     assert (SIGLIP.score_function, SIGLIP.text_padding, SIGLIP.bos_token) == ("sigmoid", "max_length", None)
     assert (CLIP.score_function, CLIP.text_padding, CLIP.bos_token) == ("softmax", "longest", "<|startoftext|>")
-    for later in ("siglip2", "metaclip_2"):
-        with pytest.raises(UnsupportedFamily, match="not supported yet"):
-            family_for_model_type(later)
+    with pytest.raises(UnsupportedFamily, match="SigLIP 2 NaFlex"):
+        family_for_model_type("siglip2")  # SigLIP 2's fixed-resolution checkpoints: test_siglip2.py
 
 
 def test_unsupported_family_is_refused_by_name(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "siglip2", "text_config": {}, "vision_config": {}}')
-    with pytest.raises(CheckpointError, match="SigLIP 2"):
+    with pytest.raises(CheckpointError, match="SigLIP 2 NaFlex"):
         _ = Checkpoint.open(str(tmp_path)).family
+
+
+def test_siglip_with_its_sentencepiece_tokenizer_stays_siglip(siglip_dir):
+    assert Checkpoint.open(str(siglip_dir)).family is SIGLIP  # tokenizer_class SiglipTokenizer, not Gemma's
 
 
 def test_info_carries_the_family_to_the_router(siglip_towers, siglip_reference):
