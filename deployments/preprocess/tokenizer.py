@@ -10,7 +10,6 @@ Families without BOS (SigLIP) have `bos_id` None.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from dataclasses import dataclass
 
@@ -86,7 +85,9 @@ class ClipTokenizer:
         self._tok.no_truncation()
         self._tok.no_padding()
         # CLIP's tokenizer.json composes to NFC; the span repair is for that step only.
-        self._normalizes_nfc = '"NFC"' in json.dumps(json.loads(tokenizer_json).get("normalizer"))
+        # (read from the parsed normaliser: parsing the whole file's vocabulary again costs more)
+        normalizer = self._tok.normalizer
+        self._normalizes_nfc = normalizer is not None and '"NFC"' in normalizer.__getstate__().decode()
         self.context_length = context_length
         self.bos_id = bos_id
         self.eos_id = eos_id
