@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: one CLIP or SigLIP tower from an exported graph, without torch.
+"""ONNX Runtime backend: one tower of a CLIP-like model (CLIP, SigLIP, SigLIP 2, MetaCLIP 2)
+from an exported graph, without torch.
 
 Loads the Xenova/Transformers.js layout (see onnx_layout): the tower's own graph, or the
 tower cut out of a combined `onnx/model.onnx`, so an image replica runs only vision
@@ -44,7 +45,7 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "ten
                 "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _REPORTED_DTYPE = {"fp32": "float32", "fp16": "float16"}
 # Model families whose exported graphs this backend serves (preprocess/model_family.py).
-ONNX_FAMILIES = ("clip", "siglip")
+ONNX_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
 
 
 def _providers(device: str) -> tuple[list[str], str]:
@@ -151,7 +152,7 @@ class OnnxBackend(DescribedBackend):
         self.family = checkpoint.family
         if self.family.name not in ONNX_FAMILIES:
             raise CheckpointError(f"checkpoint {checkpoint.source!r}: the onnx backend serves the "
-                                  f"{' and '.join(ONNX_FAMILIES)} families, not {self.family.name} (use backend torch)")
+                                  f"{', '.join(ONNX_FAMILIES)} families, not {self.family.name} (use backend torch)")
         self.checkpoint = checkpoint
         self.tower = tower
         self.onnx_dtype = canonical_onnx_dtype(onnx_dtype)

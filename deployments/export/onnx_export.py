@@ -162,19 +162,19 @@ def _copy_metadata(ckpt: Checkpoint, out: Path) -> None:
 
 
 # The model families whose towers this export has been checked on (preprocess/model_family.py).
-EXPORTED_FAMILIES = ("clip", "siglip")
+EXPORTED_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
 
 
 def example_text_ids(ckpt: Checkpoint) -> Any:
-    """Token rows the text graph is traced and checked on: CLIP's example_tokens(), or for a
-    family that pads to the context length, two texts through the checkpoint's own
-    tokenizer, padded as serving pads them (engine/payloads.fit_padding)."""
+    """Token rows the text graph is traced and checked on: CLIP's example_tokens(), or for the
+    other families (their own vocabularies, BOS/EOS and padding) two texts through the
+    checkpoint's own tokenizer, padded as serving pads them (engine/payloads.fit_padding)."""
     import torch
 
     from ..engine.payloads import fit_padding, pack_tokens
     from .onnx_graphs import example_tokens
 
-    if ckpt.family.text_padding != "max_length":
+    if ckpt.family.name == "clip":
         return example_tokens()
     info = ckpt.tokenizer_info()
     texts = ["a photo of a small red cat sleeping on the old sofa near a window", "a dog"]

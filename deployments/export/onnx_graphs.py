@@ -122,7 +122,7 @@ def combined_spec(image_model: Any, text_model: Any, logit_scale: float, image_h
             logits_per_text = text @ image.t() * self.logit_scale.exp()
             return logits_per_text.t(), logits_per_text, text, image
 
-    ids = example_tokens()
+    ids = example_tokens() if example_ids is None else example_ids
     # A padded example row keeps the attention mask a real input of the traced graph.
     mask = (ids != 0).long()
     pixels = torch.randn(3, 3, *image_hw, generator=torch.Generator().manual_seed(0))

@@ -11,7 +11,8 @@ with its learned `logit_bias`) and how texts are padded for the text tower (`pad
 the tokenizer's own policy, through the same `fit_padding` serving applies).
 
 Saving follows the source: a transformers checkpoint (or a model from a config) is saved
-as a Hugging Face folder of its family (CLIPModel, or SiglipModel with `logit_bias`);
+as a Hugging Face folder of its family's model class (`WHOLE_MODELS`: CLIPModel,
+SiglipModel with `logit_bias` for SigLIP and SigLIP 2, MetaClip2Model);
 open_clip and OpenAI checkpoints in open_clip's layout, the one layout of theirs that
 holds safetensors and that transformers does not need to understand (a ResNet tower has
 no transformers class).
@@ -167,22 +168,32 @@ def pair_from_config(config: dict[str, Any], seed: int) -> ClipPair:
     return ClipPair(image, text, math.exp(float(state["logit_scale"])), clip_config=clip_config)
 
 
+# The transformers model (and config) class a family's two towers make up, by the family's
+# tower modules (ModelFamily.towers): what a fine-tuned transformers checkpoint saves as.
+WHOLE_MODELS = {"clip": ("CLIPModel", "CLIPConfig"), "siglip": ("SiglipModel", "SiglipConfig"),
+                "metaclip_2": ("MetaClip2Model", "MetaClip2Config")}
+
+
+def _whole_model_class(family: ModelFamily, config: bool = False):
+    import transformers
+
+    if family.towers not in WHOLE_MODELS:
+        raise CheckpointError(f"fine-tuning does not know the {family.name} family's model class "
+                              f"(towers {family.towers!r}; known: {sorted(WHOLE_MODELS)})")
+    return getattr(transformers, WHOLE_MODELS[family.towers][1 if config else 0])
+
+
 def _config_class(family: ModelFamily):
-    if family.name == "siglip":
-        from transformers import SiglipConfig
-
-        return SiglipConfig
-    from transformers import CLIPConfig
-
-    return CLIPConfig
+    return _whole_model_class(family, config=True)
 
 
 def _whole_model_state(model: ClipPair) -> dict[str, torch.Tensor]:
     """The two towers and the score's scalars under the whole model's parameter names:
-    CLIPModel's are the towers' own (`vision_model.*`, `visual_projection.*`, ...);
-    SiglipModel holds each tower module whole (`vision_model.` + SiglipVisionModel's names,
-    `text_model.` + SiglipTextModel's) and keeps its scalars as 1-element tensors."""
-    if model.family.name != "siglip":
+    CLIPModel's (and MetaClip2Model's) are the towers' own (`vision_model.*`,
+    `visual_projection.*`, ...); SiglipModel holds each tower module whole (`vision_model.` +
+    SiglipVisionModel's names, `text_model.` + SiglipTextModel's) and keeps its scalars as
+    1-element tensors."""
+    if model.family.towers != "siglip":
         return {**model.image.state_dict(), **model.text.state_dict(), "logit_scale": model.logit_scale.detach()}
     state = {f"vision_model.{k}": v for k, v in model.image.state_dict().items()}
     state.update({f"text_model.{k}": v for k, v in model.text.state_dict().items()})
@@ -195,17 +206,16 @@ def save_pair(model: ClipPair, out_dir: Path, assets_from: Path | None = None) -
     """A servable folder in the source's family of layouts (see the module docstring)."""
     out_dir = Path(out_dir)
     if model.arch is None:
-        from transformers import CLIPModel, SiglipModel
-
         from ..checkpoint_builder import save_clip_checkpoint
 
-        if model.family.name == "siglip" and assets_from is None:
-            raise ValueError("a SigLIP model saves with its source's tokenizer and preprocessor files (assets_from)")
+        if model.family.name != "clip" and assets_from is None:
+            raise ValueError(f"a {model.family.name} model saves with its source's tokenizer and preprocessor files "
+                             "(assets_from)")
         # The two towers' parameters are exactly the whole model's (_whole_model_state): an
-        # empty CLIPModel or SiglipModel takes the trained tensors as they are (no copy) and
-        # saves them as ever.
+        # empty CLIPModel (SiglipModel, MetaClip2Model) takes the trained tensors as they are
+        # (no copy) and saves them as ever.
         with torch.device("meta"):
-            whole = (SiglipModel if model.family.name == "siglip" else CLIPModel)(model.clip_config)
+            whole = _whole_model_class(model.family)(model.clip_config)
         whole.load_state_dict(_whole_model_state(model), assign=True)
         return save_clip_checkpoint(whole, out_dir, assets_from=assets_from)
     save_open_clip({"image": model.image, "text": model.text}, model.arch, out_dir,
