@@ -97,7 +97,8 @@ def test_loss_equals_siglip_model_return_loss(siglip):
     model, processor, ckpt = siglip
     batch, pngs = pair_batch(ckpt)
     pair = load_pair(ckpt).eval()
-    assert pair.family.name == "siglip" and float(pair.logit_bias.detach()) == pytest.approx(float(model.logit_bias.detach()))
+    assert pair.family.name == "siglip"
+    assert float(pair.logit_bias.detach()) == pytest.approx(float(model.logit_bias.detach()))
     scale, bias = channel_affine(ckpt.image_spec(), torch.device("cpu"))
     pixels = normalize_pixels(torch.as_tensor(batch["pixels"]), scale, bias, torch.float32)
     ids = torch.as_tensor(pair.pad_texts(batch["ids"], batch["length"])).long()
@@ -182,7 +183,8 @@ def test_a_short_fine_tune_lowers_the_loss_and_serves_as_trained(siglip, siglip_
     # config.json as SiglipModel.save_pretrained writes it for the source.
     saved = SiglipModel.from_pretrained(out, dtype=torch.float32).eval()
     SiglipModel.from_pretrained(siglip_model_dir, dtype=torch.float32).save_pretrained(tmp_path / "reference")
-    assert json.loads((out / "config.json").read_text()) == json.loads((tmp_path / "reference" / "config.json").read_text())
+    reference_config = json.loads((tmp_path / "reference" / "config.json").read_text())
+    assert json.loads((out / "config.json").read_text()) == reference_config
     assert float(saved.logit_bias.detach()) == pytest.approx(metrics["logit_bias"], rel=1e-6)
     assert float(saved.logit_scale.detach().exp()) == pytest.approx(metrics["logit_scale"], rel=1e-6)
 
