@@ -104,3 +104,13 @@ def demo_model_dir(demo_home) -> Path:
     from deployments.demo import DEMO_VERSION, ensure_demo_model
 
     return ensure_demo_model(demo_home / f"demo-{DEMO_VERSION}")
+
+
+@pytest.fixture(scope="session")
+def siglip_model_dir(tmp_path_factory) -> Path:
+    """A tiny random SigLIP in google/siglip-*'s files (tests/support/siglip_fixtures.py),
+    shared by the jobs, ONNX and serving tests of the SigLIP family."""
+    pytest.importorskip("sentencepiece")
+    from support.siglip_fixtures import build_siglip_checkpoint
+
+    return build_siglip_checkpoint(tmp_path_factory.mktemp("siglip") / "tiny-siglip", seed=5)

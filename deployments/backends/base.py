@@ -110,6 +110,11 @@ class TowerBackend(Protocol):
         """The temperature the loaded files carry, if any."""
         ...
 
+    def own_logit_bias(self) -> float | None:
+        """A sigmoid score's learned bias the loaded files carry, if any (DescribedBackend:
+        the checkpoint's weights)."""
+        ...
+
     def extra_info(self) -> dict[str, Any]:
         """Backend-specific facts for TowerInfo.extra."""
         ...
@@ -140,8 +145,13 @@ def describe(backend: TowerBackend, *, variant_id: str = "", logit_scale: float 
         resources=resources,
         family=family.name,
         score_function=family.score_function,
-        logit_bias=checkpoint.logit_bias() if family.score_function == "sigmoid" else None,
+        logit_bias=_own_logit_bias(backend) if family.score_function == "sigmoid" else None,
     )
+
+
+def _own_logit_bias(backend: TowerBackend) -> float | None:
+    own = getattr(backend, "own_logit_bias", None)  # test doubles may lack it
+    return own() if callable(own) else backend.checkpoint.logit_bias()
 
 
 class DescribedBackend:
@@ -149,6 +159,9 @@ class DescribedBackend:
 
     def info(self) -> TowerInfo:
         return describe(self)  # type: ignore[arg-type]
+
+    def own_logit_bias(self) -> float | None:
+        return self.checkpoint.logit_bias()  # type: ignore[attr-defined]
 
 
 class BackendOptions(BaseModel):

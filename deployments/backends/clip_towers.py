@@ -26,6 +26,12 @@ from .checkpoint import Checkpoint, CheckpointError
 def tower_embeddings(module: torch.nn.Module, tower: str, inputs: torch.Tensor) -> torch.Tensor:
     """A tower module's projected (not normalised) embeddings: pixel values or token ids."""
     out = module(pixel_values=inputs) if tower == "image" else module(input_ids=inputs)
+    return embeddings_of(out, tower)
+
+
+def embeddings_of(out: Any, tower: str) -> torch.Tensor:
+    """The projected embeddings in a tower module's output (ONNX export reads the hidden
+    states beside them from the same output)."""
     if torch.is_tensor(out):  # the native ResNet
         return out
     projected = getattr(out, "image_embeds" if tower == "image" else "text_embeds", None)

@@ -1,9 +1,13 @@
-"""ONNX Runtime backend: one CLIP tower from an exported graph, without torch.
+"""ONNX Runtime backend: one tower of a CLIP-like model (CLIP, SigLIP, SigLIP 2, MetaCLIP 2)
+from an exported graph, without torch.
 
 Loads the Xenova/Transformers.js layout (see onnx_layout): the tower's own graph, or the
 tower cut out of a combined `onnx/model.onnx`, so an image replica runs only vision
 weights either way. Preprocessing and tokenization come from the folder's own files
-through the same Checkpoint code the torch backend uses.
+through the same Checkpoint code the torch backend uses, and so does the model family
+(config.json's model_type): SigLIP's texts are padded to the context length with its pad
+id (engine/payloads.fit_padding, as the torch backend pads), and its sigmoid score's
+logit_bias comes from the graph's metadata, which `export-onnx` writes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .base import BackendOptions, DescribedBackend
 from .checkpoint import METADATA_FILES, Checkpoint, CheckpointError
 from .devices import replica_threads
 from .onnx_layout import (
+    LOGIT_BIAS_METADATA,
     LOGIT_SCALE_METADATA,
     ONNX_DTYPES,
     TOWER_INPUTS,
@@ -39,6 +44,8 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                 "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _REPORTED_DTYPE = {"fp32": "float32", "fp16": "float16"}
+# Model families whose exported graphs this backend serves (preprocess/model_family.py).
+ONNX_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
 
 
 def _providers(device: str) -> tuple[list[str], str]:
@@ -53,8 +60,9 @@ def _providers(device: str) -> tuple[list[str], str]:
     return ["CPUExecutionProvider"], "cpu"
 
 
-def _cut_tower(graph: TowerGraph, tower: str, workdir: Path) -> tuple[Path, float | None]:
-    """Extract one tower from a combined graph into `workdir`; also return its logit scale."""
+def _cut_tower(graph: TowerGraph, tower: str, workdir: Path) -> tuple[Path, float | None, float | None]:
+    """Extract one tower from a combined graph into `workdir`; also return its logit scale
+    and (our exports of a sigmoid-scored family) its logit bias."""
     import onnx
     from onnx.utils import extract_model
 
@@ -68,10 +76,16 @@ def _cut_tower(graph: TowerGraph, tower: str, workdir: Path) -> tuple[Path, floa
             f"{TOWER_INPUTS[tower][0]!r} in and {TOWER_OUTPUT[tower]!r} out"
         )
     scale = _combined_logit_scale(model)
+    bias = _metadata_float({p.key: p.value for p in model.metadata_props}, LOGIT_BIAS_METADATA)
     del model
     out = workdir / f"{tower}.onnx"
     extract_model(str(graph.path), str(out), inputs, [TOWER_OUTPUT[tower]], check_model=False, infer_shapes=False)
-    return out, scale
+    return out, scale, bias
+
+
+def _metadata_float(metadata: dict[str, str], key: str) -> float | None:
+    value = metadata.get(key)
+    return float(value) if value else None
 
 
 def _param_count(path: Path) -> int:
@@ -135,9 +149,10 @@ class OnnxBackend(DescribedBackend):
     def __init__(self, checkpoint: Checkpoint, tower: str, device: str, threads: int | None, onnx_dtype: str) -> None:
         import onnxruntime as ort
 
-        if checkpoint.layout == "transformers" and checkpoint.family.name != "clip":
-            raise CheckpointError(f"checkpoint {checkpoint.source!r}: the onnx backend serves CLIP's family only, "
-                                  f"not {checkpoint.family.name} (use backend torch)")
+        self.family = checkpoint.family
+        if self.family.name not in ONNX_FAMILIES:
+            raise CheckpointError(f"checkpoint {checkpoint.source!r}: the onnx backend serves the "
+                                  f"{', '.join(ONNX_FAMILIES)} families, not {self.family.name} (use backend torch)")
         self.checkpoint = checkpoint
         self.tower = tower
         self.onnx_dtype = canonical_onnx_dtype(onnx_dtype)
@@ -151,11 +166,11 @@ class OnnxBackend(DescribedBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle workers would spin on cores the router shares with this replica.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        combined_scale = None
+        combined_scale = combined_bias = None
         with tempfile.TemporaryDirectory(prefix="clip-onnx-") as workdir:
             path = self.graph.path
             if self.graph.combined:
-                path, combined_scale = _cut_tower(self.graph, tower, Path(workdir))
+                path, combined_scale, combined_bias = _cut_tower(self.graph, tower, Path(workdir))
             try:
                 # The session holds the weights once created, so the cut-out copy can go.
                 self.session = ort.InferenceSession(str(path), options, providers=self.providers)
@@ -165,7 +180,20 @@ class OnnxBackend(DescribedBackend):
             self.param_count = _param_count(path)
         self._inputs = {i.name: i for i in self.session.get_inputs()}
         self._check_io()
-        self._logit_scale = self._metadata_scale() or combined_scale
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self._logit_scale = _metadata_float(metadata, LOGIT_SCALE_METADATA) or combined_scale
+        self._logit_bias = None
+        if self.family.score_function == "sigmoid":
+            found = _metadata_float(metadata, LOGIT_BIAS_METADATA)
+            self._logit_bias = found if found is not None else combined_bias
+            if self._logit_bias is None:
+                self._logit_bias = checkpoint.logit_bias()  # weights kept beside the graphs, if any
+            if self._logit_bias is None:
+                # Without it every sigmoid score would be wrong (the bias shifts each logit).
+                raise CheckpointError(
+                    f"{self.graph.relative} of {checkpoint.source!r} is a {self.family.name} graph without its "
+                    f"logit_bias (graph metadata {LOGIT_BIAS_METADATA!r}, which `python -m deployments export-onnx` "
+                    "writes): export the checkpoint with it, or serve it with backend torch")
         self.image_spec, self.tokenizer_info = checkpoint.tower_preprocessing(tower)
         if self.image_spec is not None:
             scale, bias = self.image_spec.channel_affine()
@@ -197,10 +225,6 @@ class OnnxBackend(DescribedBackend):
         dim = shape[-1] if shape and isinstance(shape[-1], int) else None
         self.embed_dim = int(dim or self.checkpoint.config.get("projection_dim") or 0)
 
-    def _metadata_scale(self) -> float | None:
-        value = self.session.get_modelmeta().custom_metadata_map.get(LOGIT_SCALE_METADATA)
-        return float(value) if value else None
-
     @classmethod
     def serving_files(cls, tower: str, onnx_dtype: str = "fp32") -> list[str]:
         """Hub files for one tower: metadata and the tower's own graph (the combined graph
@@ -231,9 +255,17 @@ class OnnxBackend(DescribedBackend):
         return self._run({"pixel_values": x})
 
     def embed_texts(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        from ..engine.payloads import fit_padding
+
+        tok = self.tokenizer_info
+        ids = fit_padding(ids, lengths, tok.padding, tok.context_length, tok.pad_id)  # as the torch backend pads
         feeds = {"input_ids": ids}
         if "attention_mask" in self._inputs:
-            feeds["attention_mask"] = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+            if tok.padding == "max_length":
+                # SigLIP attends over its padding, as it was trained (transformers passes no mask).
+                feeds["attention_mask"] = np.ones(ids.shape, dtype=np.int64)
+            else:
+                feeds["attention_mask"] = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
         return self._run(feeds)
 
     @property
@@ -247,7 +279,10 @@ class OnnxBackend(DescribedBackend):
     def own_logit_scale(self) -> float | None:
         return self._logit_scale or self.checkpoint.logit_scale()
 
+    def own_logit_bias(self) -> float | None:
+        return self._logit_bias
+
     def extra_info(self) -> dict[str, Any]:
         return {"graph": self.graph.relative, "combined_graph": self.graph.combined,
                 "providers": self.providers, "threads": self.threads, "layout": "onnx",
-                "architecture": self.checkpoint.architecture}
+                "architecture": self.checkpoint.architecture, "family": self.family.name}

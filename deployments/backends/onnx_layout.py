@@ -32,8 +32,10 @@ TOWER_GRAPH = {"image": "vision_model", "text": "text_model"}
 COMBINED_GRAPH = "model"
 TOWER_INPUTS = {"image": ("pixel_values",), "text": ("input_ids", "attention_mask")}
 TOWER_OUTPUT = {"image": "image_embeds", "text": "text_embeds"}
-# Graph metadata our export writes: exp(temperature), which split tower graphs otherwise lack.
+# Graph metadata our export writes: exp(temperature), which split tower graphs otherwise lack,
+# and a sigmoid-scored family's learned bias (SigLIP's logit_bias).
 LOGIT_SCALE_METADATA = "clip_serve.logit_scale"
+LOGIT_BIAS_METADATA = "clip_serve.logit_bias"
 
 
 def canonical_onnx_dtype(name: str) -> str:

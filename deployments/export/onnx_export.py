@@ -9,6 +9,11 @@
 
 Every written graph is run once with onnxruntime against the torch model on the same
 example inputs; an export below its cosine bar fails instead of shipping.
+
+SigLIP checkpoints (model family `siglip`) export too: the towers serving runs, the text
+graph traced on rows padded to the context length with the pad id, and the learned
+`logit_bias` written into every graph's metadata beside the temperature, so the onnx
+backend scores sigmoid(logit_scale * cosine + logit_bias) as the torch backend does.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from ..backends import clip_layouts as layouts
 from ..backends.checkpoint import METADATA_FILES, Checkpoint
-from ..backends.onnx_layout import COMBINED_GRAPH, LOGIT_SCALE_METADATA, TOWER_GRAPH, graph_file
+from ..backends.onnx_layout import COMBINED_GRAPH, LOGIT_BIAS_METADATA, LOGIT_SCALE_METADATA, TOWER_GRAPH, graph_file
 from .onnx_graphs import GraphSpec, combined_spec, export_graph, torch_outputs, tower_spec
 
 # Lowest cosine to the torch outputs on the example inputs, per file variant.
@@ -156,6 +161,28 @@ def _copy_metadata(ckpt: Checkpoint, out: Path) -> None:
         (out / "tokenizer.json").write_text(ckpt.tokenizer_json(), encoding="utf-8")
 
 
+# The model families whose towers this export has been checked on (preprocess/model_family.py).
+EXPORTED_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
+
+
+def example_text_ids(ckpt: Checkpoint) -> Any:
+    """Token rows the text graph is traced and checked on: CLIP's example_tokens(), or for the
+    other families (their own vocabularies, BOS/EOS and padding) two texts through the
+    checkpoint's own tokenizer, padded as serving pads them (engine/payloads.fit_padding)."""
+    import torch
+
+    from ..engine.payloads import fit_padding, pack_tokens
+    from .onnx_graphs import example_tokens
+
+    if ckpt.family.name == "clip":
+        return example_tokens()
+    info = ckpt.tokenizer_info()
+    texts = ["a photo of a small red cat sleeping on the old sofa near a window", "a dog"]
+    packed = pack_tokens([t.ids for t in info.tokenizer().encode(texts, truncate=True)])
+    padded = fit_padding(packed.ids, packed.lengths, info.padding, info.context_length, info.pad_id)
+    return torch.as_tensor(padded, dtype=torch.long)
+
+
 def export_onnx(
     source: str | Path,
     out_dir: str | Path,
@@ -177,6 +204,10 @@ def export_onnx(
         raise ValueError(f"towers must be a non-empty subset of {list(TOWER_GRAPH)}, got {list(towers)}")
     files = TorchBackend.serving_files("image", allow_pickle_weights=allow_pickle_weights)
     ckpt = Checkpoint.open(str(source), revision, allow_patterns=files)
+    family = ckpt.family
+    if family.name not in EXPORTED_FAMILIES:
+        raise ExportError(f"checkpoint {str(source)!r} is of model family {family.name!r}; ONNX export covers "
+                          f"{', '.join(EXPORTED_FAMILIES)} (serve it with backend torch)")
     if ckpt.layout != layouts.TRANSFORMERS and not ckpt.weight_files():
         # An OpenAI archive's architecture, and a pickle file's temperature, are only known
         # once the weights are read (refused here, by name, without allow_pickle_weights).
@@ -186,9 +217,15 @@ def export_onnx(
     report = ExportReport(out)
     opts = {"opset": opset, "exporter": exporter, "quantize": quantize, "fp16": fp16}
     scale = ckpt.logit_scale(allow_pickle_weights)
+    bias = ckpt.logit_bias() if family.score_function == "sigmoid" else None
+    if family.score_function == "sigmoid" and (bias is None or scale is None):
+        raise ExportError(f"checkpoint {str(source)!r} ({family.name}) has no logit_scale and logit_bias in its "
+                          "weights: its graphs could not score as the model does")
     metadata = {"clip_serve.source": ckpt.fingerprint,
-                **({LOGIT_SCALE_METADATA: repr(scale)} if scale is not None else {})}
+                **({LOGIT_SCALE_METADATA: repr(scale)} if scale is not None else {}),
+                **({LOGIT_BIAS_METADATA: repr(bias)} if bias is not None else {})}
     image_hw = ckpt.image_spec().input_hw
+    text_ids = example_text_ids(ckpt) if "text" in towers or combined else None
 
     def tower_module(tower: str) -> Any:
         # The module serving runs (TorchBackend builds it with clip_towers.build_tower).
@@ -199,7 +236,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="clip-export-") as tmp:
         for tower in towers:
             modules[tower] = tower_module(tower)
-            spec = tower_spec(modules[tower], tower, image_hw)
+            spec = tower_spec(modules[tower], tower, image_hw, text_ids if tower == "text" else None)
             _write_variants(TOWER_GRAPH[tower], spec, out, Path(tmp), opts, report, metadata)
             del spec
             if not combined:
@@ -210,7 +247,7 @@ def export_onnx(
                     modules[tower] = tower_module(tower)
             # No logit_scale in the weights: CLIPModel's initial value, as from_pretrained gives.
             temperature = scale if scale is not None else math.exp(ckpt.config.get("logit_scale_init_value", 2.6592))
-            spec = combined_spec(modules["image"], modules["text"], temperature, image_hw)
+            spec = combined_spec(modules["image"], modules["text"], temperature, image_hw, bias, text_ids)
             _write_variants(COMBINED_GRAPH, spec, out, Path(tmp), opts, report, metadata)
     _copy_metadata(ckpt, out)
     return report

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import TokenizerInfo
+from ..engine.payloads import PAD_ID, fit_padding, pack_tokens
 from ..preprocess.image_spec import ImageSpec
 from ..preprocess.images import ImageError, ImageLimits, prepare_image
 from .contrastive import caption_groups
@@ -196,9 +197,9 @@ class HeldOut:
 
 class PairEncoder:
     """Image-text rows -> training batches: images decoded, resized and cropped to uint8,
-    captions tokenized, exactly as the serving router does. Unreadable images are dropped
-    (and logged), never fatal. With `held_out` (fraction, seed, keep_held_out), only the
-    training rows or only the held-out rows are kept."""
+    captions tokenized and padded, exactly as serving does (the tokenizer's family padding).
+    Unreadable images are dropped (and logged), never fatal. With `held_out` (fraction, seed,
+    keep_held_out), only the training rows or only the held-out rows are kept."""
 
     def __init__(self, image_spec: dict[str, Any], tokenizer: dict[str, Any], base_dir: str | None = None,
                  held_out: tuple[float, int, bool] | None = None) -> None:
@@ -211,10 +212,16 @@ class PairEncoder:
         self.skipped = 0
 
     def encode(self, pixels: list[np.ndarray], texts: list[str]) -> dict[str, np.ndarray]:
-        tokens = [t.ids for t in self.tokenizer.encode(texts, truncate=True)]
-        ids = np.zeros((len(tokens), self.tokenizer.context_length), dtype=np.int32)
-        for row, seq in enumerate(tokens):
-            ids[row, : len(seq)] = seq
+        tok = self.tokenizer
+        tokens = [t.ids for t in tok.encode(texts, truncate=True)]
+        # As serving does: packed as the router packs, then padded as the model family's text
+        # tower takes them (SigLIP: to the context length with its pad id). Stored rows all
+        # have the context length (Ray Data joins batches), padded with the family's pad id.
+        ids = np.full((len(tokens), tok.context_length), PAD_ID if tok.pad_id is None else tok.pad_id, dtype=np.int32)
+        if tokens:
+            packed = pack_tokens([np.asarray(t, dtype=np.int32) for t in tokens])
+            padded = fit_padding(packed.ids, packed.lengths, tok.padding, tok.context_length, tok.pad_id)
+            ids[:, : padded.shape[1]] = padded
         h, w = self.spec.input_hw
         return {
             "pixels": np.stack(pixels) if pixels else np.zeros((0, h, w, 3), dtype=np.uint8),

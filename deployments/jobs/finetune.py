@@ -191,4 +191,5 @@ def format_metrics(m: dict[str, Any]) -> str:
     if "retrieval_top1" in m:
         line += (f", held-out loss {m['val_loss']:.4f}, retrieval top-1 {m['retrieval_top1']:.3f} "
                  f"(image->text {m['i2t_top1']:.3f}, text->image {m['t2i_top1']:.3f}, {m['val_pairs']} pairs)")
-    return line + f", temperature 1/{m['logit_scale']:.1f}, {m['pairs_per_s']:.1f} pairs/s"
+    bias = f", bias {m['logit_bias']:.2f}" if "logit_bias" in m else ""
+    return line + f", temperature 1/{m['logit_scale']:.1f}{bias}, {m['pairs_per_s']:.1f} pairs/s"

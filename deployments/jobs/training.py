@@ -3,7 +3,8 @@
 (`run_training`, used to build the embedded demo model without a cluster).
 
 The model is the checkpoint's two tower modules and its temperature (clip_pair.ClipPair),
-for every layout and architecture the server loads. Each epoch ends with a held-out
+for every layout and architecture the server loads; the loss is its family's
+(contrastive.objective_for: CLIP's softmax InfoNCE, SigLIP's sigmoid loss). Each epoch ends with a held-out
 evaluation and a checkpoint that is at the same time a complete, servable folder (a
 Hugging Face folder, or open_clip's layout for open_clip and OpenAI sources) plus
 `train_state.pt` (optimizer, schedule, counters) for resuming.
@@ -29,9 +30,8 @@ from ..backends.checkpoint import Checkpoint
 from ..backends.torch_pixels import channel_affine, normalize_pixels
 from .clip_pair import ClipPair, load_pair, open_source, pair_from_config, save_pair
 from .contrastive import (
-    clamp_temperature,
-    contrastive_loss,
     freeze_towers,
+    objective_for,
     pair_logits,
     parameter_groups,
     retrieval_accuracy,
@@ -50,7 +50,7 @@ class ModelInit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str | None = Field(None, description="Hub id, local folder or OpenAI .pt file of a servable CLIP "
+    source: str | None = Field(None, description="Hub id, local folder or OpenAI .pt file of a servable CLIP or SigLIP "
                                "checkpoint (transformers, open_clip or OpenAI layout).")
     revision: str | None = Field(None, description="Hub revision of `source`.")
     allow_pickle_weights: bool = Field(False, description="Read pickle weights (pytorch_model.bin, "
@@ -125,6 +125,7 @@ class ContrastiveLearner:
         self.settings = settings
         self.device = device
         self.model = model.to(device)
+        self.objective = objective_for(model.family.score_function)  # the loss follows the family
         self.frozen = select_trained(self.model, settings.train) + freeze_towers(self.model, settings.freeze)
         self.forward_model = wrap(self.model)  # DDP under Ray Train with several workers
         self.optimizer = torch.optim.AdamW(
@@ -140,24 +141,23 @@ class ContrastiveLearner:
         self.history: list[dict[str, Any]] = []
 
     def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # Rows are padded to the context length in storage; the causal text tower only
-        # needs the longest sequence of this batch (as serving pads).
-        width = int(np.max(batch["length"]))
+        # Rows are padded to the context length in storage; the text tower gets them as
+        # serving pads them (CLIP: the batch's longest text; SigLIP: the context length).
         pixels = normalize_pixels(torch.as_tensor(batch["pixels"]).to(self.device), self.scale, self.bias, torch.float32)
-        ids = torch.as_tensor(np.ascontiguousarray(batch["ids"][:, :width])).to(self.device).long()
+        ids = torch.as_tensor(self.model.pad_texts(batch["ids"], batch["length"])).to(self.device).long()
         groups = torch.as_tensor(batch["group"]).to(self.device)
         return pixels, ids, groups
 
     def train_batch(self, batch: Batch) -> float:
         self.forward_model.train()
         pixels, ids, groups = self._inputs(batch)
-        loss = contrastive_loss(pair_logits(self.forward_model, pixels, ids), groups)
+        loss = self.objective.loss(pair_logits(self.forward_model, pixels, ids), groups)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.settings.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        clamp_temperature(self.model)
+        self.objective.clamp(self.model)
         self.step += 1
         return float(loss.detach())
 
@@ -169,7 +169,7 @@ class ContrastiveLearner:
         for batch in batches:
             pixels, ids, group = self._inputs(batch)
             out = self.model(input_ids=ids, pixel_values=pixels)
-            losses.append(float(contrastive_loss(out.logits_per_image, group)) * len(group))
+            losses.append(float(self.objective.loss(out.logits_per_image, group)) * len(group))
             images.append(out.image_embeds)
             texts.append(out.text_embeds)
             groups.append(group)
@@ -247,6 +247,8 @@ def run_training(settings: TrainSettings, data: PairBatches, reporter: Reporter,
             "first_batch_loss": losses[0] if losses else math.nan,
             "last_batch_loss": losses[-1] if losses else math.nan,
             "logit_scale": float(learner.model.logit_scale.detach().exp()),
+            **({"logit_bias": float(learner.model.logit_bias.detach())}
+               if learner.model.logit_bias is not None else {}),
             "lr": float(learner.scheduler.get_last_lr()[0]),
             "epoch_seconds": elapsed,
             "pairs_per_s": pairs / elapsed if elapsed > 0 else 0.0,

@@ -1,9 +1,10 @@
-"""Export a servable CLIP checkpoint to ONNX in the Xenova/Transformers.js layout.
+"""Export a servable CLIP or SigLIP checkpoint to ONNX in the Xenova/Transformers.js layout.
 
     python -m deployments export-onnx SOURCE OUT_DIR [--quantize] [--fp16] [--combined] [--opset 17]
 
 SOURCE is a hub id (through the Hugging Face cache, like serving), a local folder, or an
-OpenAI `.pt` archive; transformers', open_clip's and OpenAI's layouts, ViT or ResNet.
+OpenAI `.pt` archive; transformers', open_clip's and OpenAI's layouts, ViT or ResNet, and
+SigLIP (its logit_bias goes into the graphs' metadata).
 Serve the result with `backend: onnx` and `source: OUT_DIR` (add `onnx_dtype: q8` for the
 int8 graphs). Every graph is checked against torch on example inputs before it is kept.
 """

@@ -1,14 +1,16 @@
-"""Contrastive fine-tuning of a CLIP checkpoint (or training one from a config) on Ray Train.
+"""Contrastive fine-tuning of a CLIP or SigLIP checkpoint (or training a CLIP from a config) on Ray Train.
 
     python -m deployments finetune DATA --output OUT (--from-checkpoint SRC | --from-config NAME|FILE) [options]
     ray job submit --working-dir . -- python -m deployments finetune DATA --output OUT ...
 
 DATA: an image folder with metadata.jsonl / metadata.csv (file_name, text), a captions
 CSV/JSONL, or parquet (image bytes or paths + text). SRC: a transformers or open_clip
-checkpoint (folder or hub id) or an OpenAI .pt archive, ViT or ResNet. OUT becomes a
-complete checkpoint folder that a variant's `source` can point to: a Hugging Face folder,
-or open_clip's layout when SRC is an open_clip or OpenAI checkpoint. Running the same
-command again resumes the run (same --run-name and --storage-path) from its last epoch.
+checkpoint (folder or hub id) or an OpenAI .pt archive, ViT or ResNet, or a SigLIP
+checkpoint (transformers layout). The loss is the model family's: CLIP's softmax InfoNCE,
+SigLIP's sigmoid loss with its learned bias. OUT becomes a complete checkpoint folder that
+a variant's `source` can point to: a Hugging Face folder, or open_clip's layout when SRC is
+an open_clip or OpenAI checkpoint. Running the same command again resumes the run (same
+--run-name and --storage-path) from its last epoch.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "open_clip's for open_clip and OpenAI sources)")
     start = ap.add_mutually_exclusive_group(required=True)
     start.add_argument("--from-checkpoint", metavar="SRC",
-                       help="hub id, local folder or OpenAI .pt file of a servable CLIP checkpoint")
+                       help="hub id, local folder or OpenAI .pt file of a servable CLIP or SigLIP checkpoint")
     start.add_argument("--from-config", metavar="NAME|FILE",
                        help=f"train from scratch: a preset {sorted(config_presets())} or a config JSON")
     ap.add_argument("--revision", help="hub revision of --from-checkpoint")
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", choices=["all", "projections", "text"], default="all",
                     help="what is updated: all (default); projections: only the image and text projections and the "
                          "temperature (a ResNet's image projection is its attention pool's output projection, "
-                         "attnpool.c_proj); text: the text tower as well")
+                         "attnpool.c_proj; SigLIP's are its two heads, and its logit_bias trains too); text: the text "
+                         "tower as well")
     ap.add_argument("--freeze", action="append", choices=["image", "text"], default=[],
                     help="keep a tower fixed, its projection included")
     ap.add_argument("--seed", type=int, default=0)

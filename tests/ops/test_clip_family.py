@@ -1,7 +1,9 @@
 """The CLIP family through the README's launcher (`python -m deployments serve --config`):
 a ResNet CLIP in open_clip's hub layout, resolved by hub id from an offline Hugging Face
 cache, and a ViT as OpenAI's .pt release archive, served beside each other; every
-endpoint's numbers agree with OpenAI's own code on the same weights. And a full-size RN50."""
+endpoint's numbers agree with OpenAI's own code on the same weights. A tiny SigLIP is
+served in the same launch and scored its own way (sigmoid with its bias, against
+transformers' SiglipModel), while the CLIPs stay softmax. And a full-size RN50."""
 
 from __future__ import annotations
 
@@ -31,8 +33,11 @@ LABELS = ["a cat", "a dog", "a red car", "a bowl of soup"]
 IMAGES = [encode(natural_image(w, h, seed=i), "PNG") for i, (w, h) in enumerate([(90, 60), (40, 110), (64, 64)])]
 
 
+SIGLIP_ID = "tiny-siglip"
+
+
 @pytest.fixture(scope="module")
-def family(tmp_path_factory):
+def family(tmp_path_factory, siglip_model_dir):
     root = tmp_path_factory.mktemp("family")
     resnet = tiny_openai_clip(TINY_RESNET, seed=5)
     vit = tiny_openai_clip(TINY_VIT, seed=6, fp16_weights=True)
@@ -45,11 +50,14 @@ def family(tmp_path_factory):
          "image_deployment": small, "text_deployment": small},
         {"id": "vit-b32-archive", "source": str(archive), "dtype": "float32", "cpu_threads": 1,
          "options": {"allow_pickle_weights": True}, "image_deployment": small, "text_deployment": small},
+        {"id": SIGLIP_ID, "source": str(siglip_model_dir), "dtype": "float32", "cpu_threads": 1,
+         "image_deployment": small, "text_deployment": small},
     ]
     config = {"applications": [{"name": "clip", "route_prefix": "/", "import_path": "deployments.app:build_app",
                                 "args": {"variants": variants, "router": {"deployment": small}}}]}
     (root / "serve_config.yaml").write_text(yaml.safe_dump(config))
-    return {"config": root / "serve_config.yaml", "hf_home": hf_home, RN_ID: resnet, "vit-b32-archive": vit}
+    return {"config": root / "serve_config.yaml", "hf_home": hf_home, RN_ID: resnet, "vit-b32-archive": vit,
+            SIGLIP_ID: siglip_model_dir}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +138,7 @@ def test_family_serves_with_parity_to_openai_code(family, client, model_id, arch
     r = client.post("/v1/classify", json={"model": model_id, "input": [{"image": b64(d)} for d in IMAGES],
                                           "labels": LABELS})
     assert r.status_code == 200, r.text
+    assert r.json()["score_function"] == "softmax" and r.json().get("logit_bias") is None
     logits = card["logit_scale"] * ref_images @ ref_texts[len(TEXTS):].T
     expected = np.exp(logits - logits.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
@@ -147,6 +156,68 @@ def test_family_serves_with_parity_to_openai_code(family, client, model_id, arch
                                             "candidates": LABELS})
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["data"][0]["cosine"], ref_images[0] @ ref_texts[len(TEXTS):].T, atol=2e-4)
+
+
+def classify(client, model: str, labels: list[str], template: str | None = None) -> dict:
+    r = client.post("/v1/classify", json={"model": model, "input": [{"image": b64(d)} for d in IMAGES],
+                                          "labels": labels, "hypothesis_template": template})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def scores(out: dict, labels: list[str]) -> np.ndarray:
+    return np.asarray([[{p["label"]: p["score"] for p in item["predictions"]}[label] for label in labels]
+                       for item in out["data"]])
+
+
+def test_siglip_serves_beside_the_clips_with_its_own_score(family, client):
+    """SigLIP in the same launch: embeddings equal SiglipModel's features, /v1/classify scores
+    each label with sigmoid(exp(logit_scale) * cos + logit_bias) from SiglipModel, and again
+    from the router's label cache; /v1/tokenize gives its tokenizer's ids and context."""
+    import io
+
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, SiglipModel
+
+    folder = family[SIGLIP_ID]
+    model = SiglipModel.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    card = {m["id"]: m for m in client.get("/v1/models").json()["data"]}[SIGLIP_ID]
+    assert (card["family"], card["score_function"], card["ready"]) == ("siglip", "sigmoid", True)
+    assert card["logit_bias"] == pytest.approx(float(model.logit_bias.detach()), rel=1e-6)
+    assert card["logit_scale"] == pytest.approx(float(model.logit_scale.detach().exp()), rel=1e-6)
+
+    pil = [Image.open(io.BytesIO(d)) for d in IMAGES]
+    prompts = [f"a photo of {label}" for label in LABELS]
+    with torch.no_grad():
+        enc = processor(text=TEXTS + prompts, images=pil, padding="max_length", truncation=True, return_tensors="pt")
+        out = model(**enc)
+        ref_images, ref_texts = out.image_embeds.numpy(), out.text_embeds.numpy()
+        expected = out.logits_per_image.sigmoid().numpy()[:, len(TEXTS):]
+    images = embed(client, SIGLIP_ID, [{"image": b64(d)} for d in IMAGES])
+    texts = embed(client, SIGLIP_ID, TEXTS + prompts)
+    assert ((images * ref_images).sum(-1)).min() >= 0.9999
+    assert ((texts * ref_texts).sum(-1)).min() >= 0.9999
+
+    first = classify(client, SIGLIP_ID, LABELS, "a photo of {}")
+    assert (first["score_function"], first["logit_bias"]) == ("sigmoid", card["logit_bias"])
+    assert first["usage"]["cached_prompts"] == 0
+    np.testing.assert_allclose(scores(first, LABELS), expected, atol=2e-5)
+    assert not np.allclose(scores(first, LABELS).sum(-1), 1.0)  # per label, not a distribution
+    # The same labels again: their embeddings come from the router's label cache, same scores.
+    second = classify(client, SIGLIP_ID, LABELS, "a photo of {}")
+    assert second["usage"]["cached_prompts"] == len(LABELS)
+    np.testing.assert_allclose(scores(second, LABELS), scores(first, LABELS), rtol=0, atol=1e-7)
+
+    long_text = "an extremely long caption about a small dog " * 6
+    r = client.post("/v1/tokenize", json={"model": SIGLIP_ID, "input": [TEXTS[0], long_text]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["context_length"] == model.config.text_config.max_position_embeddings == 16
+    for item, text in zip(body["data"], [TEXTS[0], long_text]):
+        assert item["tokens"] == processor.tokenizer(text).input_ids  # no BOS, EOS (id 1) last
+    assert [item["truncated"] for item in body["data"]] == [False, True]
 
 
 def test_a_full_size_rn50_loads_with_openai_s_parameter_count(tmp_path):
