@@ -38,6 +38,25 @@ from support.helpers import HUB_ID, Reference, bpe_path  # noqa: E402
 TIERS = ("unit", "serve", "ops")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The unit tier on its own (`pytest tests/unit`) runs on one worker process
+    per core (pytest-xdist): its tests are independent and mostly single-threaded Python, so
+    a second process uses the second core. A run that includes the serve or ops tiers stays
+    in one process: they share one Ray cluster per session. An explicit `-n` wins."""
+    if (os.environ.get("PYTEST_XDIST_WORKER") or not config.pluginmanager.hasplugin("xdist")
+            or config.option.numprocesses is not None or config.getoption("collectonly")
+            or config.getoption("usepdb", False)):
+        return
+    unit = _TESTS / "unit"
+    paths = [Path(config.invocation_params.dir, arg.split("::")[0]).resolve() for arg in config.args]
+    workers = min(os.cpu_count() or 1, 4)
+    if paths and workers > 1 and all(path == unit for path in paths):  # one file: not worth the start-up
+        config.option.numprocesses = workers
+        config.option.dist = "worksteal"  # long and short tests mixed: idle workers take over queued ones
+        config.option.tx = ["popen"] * workers
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark each test with its folder's tier, so `-m unit` (or serve, ops) selects it."""
     for item in items:
