@@ -26,16 +26,38 @@ from deployments.bench.model import tokenize
 REPO = Path(__file__).resolve().parents[2]
 
 
-def quick_run(out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    # From the repo root, as on a lent GPU machine (a copied tree, nothing installed).
-    return subprocess.run([sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick",
-                           "--seconds", "0.05", "--json", str(out)], capture_output=True, text=True, timeout=600,
-                          cwd=REPO, env={**os.environ, **(env or {})})
+QUICK = [sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick", "--seconds", "0.05"]
 
 
-def test_quick_run_on_cpu_checks_and_measures(tmp_path):
-    out = tmp_path / "gpu.json"
-    proc = quick_run(out)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """The three quick runs the tests below read, started together: each keeps about one
+    core busy (the tiny models' figures are mostly Python), so side by side they take little
+    longer than one. From the repo root, as on a lent GPU machine (a copied tree, nothing
+    installed). `no-compiler`: inductor pointed at a compiler that does not exist, with a
+    cache of its own, so nothing compiled by the other run is reused. One torch thread each:
+    three processes spinning two threads each on a small machine would mostly wait on each other."""
+    tmp = tmp_path_factory.mktemp("bench-gpu")
+    plans = {
+        "vit": ([], {}),
+        "no-compiler": ([], {"CXX": str(tmp / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp / "ind")}),
+        "rn50": (["--arch", "rn50", "--no-compile"], {}),
+    }
+    started = {}
+    for name, (args, env) in plans.items():
+        out = tmp / f"{name}.json"
+        started[name] = (subprocess.Popen([*QUICK, *args, "--json", str(out)], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}), out)
+    done = {}
+    for name, (proc, out) in started.items():
+        stdout, stderr = proc.communicate(timeout=540)
+        done[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out)
+    return done
+
+
+def test_quick_run_on_cpu_checks_and_measures(runs):
+    proc, out = runs["vit"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     names = {c["name"] for c in result["checks"]}
@@ -66,12 +88,10 @@ def test_checks_fail_a_tower_with_other_weights(model_dir, tmp_path):
 
 @pytest.mark.skipif(not cpu_compiler_available(),
                     reason="without a C++ compiler the script skips compiling instead of trying")
-def test_a_mode_that_fails_to_compile_fails_the_run_but_not_the_other_figures(tmp_path):
-    """Inductor pointed at a compiler that does not exist (with a cache of its own, so
-    nothing compiled earlier is reused): the run exits 1, says what failed, and still
-    reports the eager figures and the router bound."""
-    out = tmp_path / "gpu.json"
-    proc = quick_run(out, {"CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind")})
+def test_a_mode_that_fails_to_compile_fails_the_run_but_not_the_other_figures(runs):
+    """Inductor pointed at a compiler that does not exist: the run exits 1, says what
+    failed, and still reports the eager figures and the router bound."""
+    proc, out = runs["no-compiler"]
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     failed = [c for c in result["checks"] if not c["ok"]]
@@ -80,13 +100,10 @@ def test_a_mode_that_fails_to_compile_fails_the_run_but_not_the_other_figures(tm
     assert any(r["mode"] == "eager" for r in result["figures"]) and result["router"]["all_cores"] > 0
 
 
-def test_quick_run_of_a_resnet_on_cpu(tmp_path):
+def test_quick_run_of_a_resnet_on_cpu(runs):
     """`--arch rn50`: a ResNet CLIP in open_clip's layout, checked against the float32 CPU
     backend (transformers has no ResNet CLIP to compare with) and measured."""
-    out = tmp_path / "gpu.json"
-    proc = subprocess.run([sys.executable, "-m", "deployments", "bench", "gpu", "--device", "cpu", "--quick",
-                           "--arch", "rn50", "--no-compile", "--seconds", "0.05", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc, out = runs["rn50"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert {"image tower, float32", "image tower, bfloat16"} <= {c["name"] for c in result["checks"]}

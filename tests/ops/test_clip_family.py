@@ -173,7 +173,8 @@ def scores(out: dict, labels: list[str]) -> np.ndarray:
 def test_siglip_serves_beside_the_clips_with_its_own_score(family, client):
     """SigLIP in the same launch: embeddings equal SiglipModel's features, /v1/classify scores
     each label with sigmoid(exp(logit_scale) * cos + logit_bias) from SiglipModel, and again
-    from the router's label cache; /v1/tokenize gives its tokenizer's ids and context."""
+    from the router's label cache; POST /models/{id} answers as transformers' pipeline;
+    /v1/tokenize gives its tokenizer's ids and context."""
     import io
 
     import torch
@@ -209,6 +210,21 @@ def test_siglip_serves_beside_the_clips_with_its_own_score(family, client):
     second = classify(client, SIGLIP_ID, LABELS, "a photo of {}")
     assert second["usage"]["cached_prompts"] == len(LABELS)
     np.testing.assert_allclose(scores(second, LABELS), scores(first, LABELS), rtol=0, atol=1e-7)
+
+    # The Hugging Face task answers as transformers' zero-shot-image-classification pipeline
+    # does for a SigLIP (sigmoid per label, its default template), run step by step only to
+    # pad to this tiny model's context (the pipeline pads SigLIPs to 64 and drops
+    # tokenizer_kwargs given to the call).
+    from transformers import pipeline
+
+    pipe = pipeline("zero-shot-image-classification", model=str(folder), device="cpu", dtype=torch.float32)
+    inputs = pipe.preprocess(pil[0], candidate_labels=LABELS, tokenizer_kwargs={"max_length": 16})
+    with torch.no_grad():
+        answer = pipe.postprocess(pipe._forward(inputs))
+    r = client.post(f"/models/{SIGLIP_ID}", json={"inputs": b64(IMAGES[0]), "parameters": {"candidate_labels": LABELS}})
+    assert r.status_code == 200, r.text
+    assert [x["label"] for x in r.json()] == [x["label"] for x in answer]
+    np.testing.assert_allclose([x["score"] for x in r.json()], [x["score"] for x in answer], atol=2e-5)
 
     long_text = "an extremely long caption about a small dog " * 6
     r = client.post("/v1/tokenize", json={"model": SIGLIP_ID, "input": [TEXTS[0], long_text]})

@@ -71,10 +71,18 @@ def ray_head(num_cpus: int = 4, timeout_s: float = 180) -> Iterator[tuple[str, P
             os.killpg(proc.pid, signal.SIGTERM)  # our session only: `ray start` and its children
         except ProcessLookupError:
             pass
+        # Once a job has run, `ray start --block` takes about half a minute to stop on SIGTERM
+        # (its components wait out their grace periods); this cluster is disposable, so it
+        # gets a few seconds and then SIGKILL, and the check below still finds any process
+        # of it that survived.
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=60)
         deadline = time.time() + 30
         while _processes_mentioning(str(temp_dir)) and time.time() < deadline:
             time.sleep(0.5)
