@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from support.siglip_fixtures import sentences
+from support.siglip_fixtures import save_siglip_model, sentences
 
 GEMMA_SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 
@@ -72,31 +72,15 @@ def build_siglip2_checkpoint(out_dir: Path, *, seed: int = 0, image_size: int = 
                              hidden_size: int = 32, layers: int = 2, heads: int = 2, context_length: int = 16,
                              resample: int = 2) -> Path:
     """A tiny random fixed-resolution SigLIP 2 (a SiglipModel) saved as the hub repositories ship it."""
-    import torch
     from tokenizers import Tokenizer
-    from transformers import SiglipConfig, SiglipModel
 
     out_dir = Path(out_dir)
     train_gemma_tokenizer(out_dir, context_length, seed=seed)
     write_tokenizer_files(out_dir)
     vocab_size = Tokenizer.from_file(str(out_dir / "tokenizer.json")).get_vocab_size()
-    common = {"hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_hidden_layers": layers,
-              "num_attention_heads": heads}
-    config = SiglipConfig(
-        # Gemma's special ids, so the config's defaults (CLIP's 49406/49407) stay in the tiny vocabulary.
-        text_config={**common, "vocab_size": vocab_size, "max_position_embeddings": context_length,
-                     "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2},
-        vision_config={**common, "image_size": image_size, "patch_size": patch_size})
-    torch.manual_seed(seed)
-    model = SiglipModel(config).eval()
-    with torch.no_grad():
-        model.logit_scale.fill_(2.3 + 0.1 * seed)
-        model.logit_bias.fill_(-4.0 - 0.1 * seed)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    (out_dir / "preprocessor_config.json").write_text(json.dumps({
-        "do_convert_rgb": None, "do_normalize": True, "do_rescale": True, "do_resize": True,
-        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "image_processor_type": "SiglipImageProcessor", "processor_class": "SiglipProcessor",
-        "resample": resample, "rescale_factor": 1 / 255, "size": {"height": image_size, "width": image_size},
-    }, indent=2))
-    return out_dir
+    # Gemma's special ids, so the config's defaults (CLIP's 49406/49407) stay in the tiny vocabulary.
+    return save_siglip_model(out_dir, {"vocab_size": vocab_size, "pad_token_id": 0, "eos_token_id": 1,
+                                       "bos_token_id": 2},
+                             seed=seed, image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
+                             layers=layers, heads=heads, context_length=context_length, resample=resample,
+                             logit_scale=2.3 + 0.1 * seed, logit_bias=-4.0 - 0.1 * seed)

@@ -68,24 +68,37 @@ def build_siglip_checkpoint(out_dir: Path, *, seed: int = 0, image_size: int = 3
                             hidden_size: int = 32, layers: int = 2, heads: int = 2, context_length: int = 16,
                             resample: int = 3) -> Path:
     """A tiny random SiglipModel saved as the hub repositories ship it."""
-    import torch
-    from transformers import SiglipConfig, SiglipModel, SiglipTokenizer
+    from transformers import SiglipTokenizer
 
     out_dir = Path(out_dir)
     spiece = train_spiece(out_dir, seed=seed)
     write_tokenizer_files(out_dir, context_length)
     tok = SiglipTokenizer(str(spiece), model_max_length=context_length)
+    return save_siglip_model(out_dir, {"vocab_size": tok.vocab_size}, seed=seed, image_size=image_size,
+                             patch_size=patch_size, hidden_size=hidden_size, layers=layers, heads=heads,
+                             context_length=context_length, resample=resample,
+                             # SigLIP's initial values: logit_scale log(10), logit_bias -10; trained ones differ.
+                             logit_scale=2.0 + 0.1 * seed, logit_bias=-3.0 - 0.1 * seed)
+
+
+def save_siglip_model(out_dir: Path, text_config: dict, *, seed: int, image_size: int, patch_size: int,
+                      hidden_size: int, layers: int, heads: int, context_length: int, resample: int,
+                      logit_scale: float, logit_bias: float) -> Path:
+    """A tiny random SiglipModel (`text_config`: the tokenizer's vocabulary and special ids)
+    and the square-resize preprocessor_config.json of the hub repositories, into `out_dir`."""
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
     common = {"hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_hidden_layers": layers,
               "num_attention_heads": heads}
     config = SiglipConfig(
-        text_config={**common, "vocab_size": tok.vocab_size, "max_position_embeddings": context_length},
+        text_config={**common, "max_position_embeddings": context_length, **text_config},
         vision_config={**common, "image_size": image_size, "patch_size": patch_size})
     torch.manual_seed(seed)
     model = SiglipModel(config).eval()
     with torch.no_grad():
-        # SigLIP's initial values: logit_scale log(10), logit_bias -10; trained ones differ.
-        model.logit_scale.fill_(2.0 + 0.1 * seed)
-        model.logit_bias.fill_(-3.0 - 0.1 * seed)
+        model.logit_scale.fill_(logit_scale)
+        model.logit_bias.fill_(logit_bias)
     model.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "preprocessor_config.json").write_text(json.dumps({
         "do_convert_rgb": None, "do_normalize": True, "do_rescale": True, "do_resize": True,

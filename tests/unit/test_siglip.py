@@ -9,7 +9,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from support.helpers import cosine, encode, natural_image
+from support.family_checks import load_towers, reference_images, sample_images, served_images, served_scores, served_texts
+from support.helpers import cosine
 
 from deployments.backends.base import TowerInfo
 from deployments.backends.checkpoint import Checkpoint, CheckpointError
@@ -34,8 +35,7 @@ def siglip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def siglip_towers(siglip_dir):
-    ckpt = Checkpoint.open(str(siglip_dir))
-    return {t: TorchBackend.load(ckpt, t, device="cpu", dtype="float32") for t in ("image", "text")}
+    return load_towers(Checkpoint.open(str(siglip_dir)))
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +44,6 @@ def siglip_reference(siglip_dir):
     from transformers import AutoProcessor, SiglipModel
 
     return SiglipModel.from_pretrained(siglip_dir, dtype=torch.float32).eval(), AutoProcessor.from_pretrained(siglip_dir)
-
-
-def _images() -> list[bytes]:
-    return [encode(natural_image(97, 61, seed=1), "PNG"), encode(natural_image(50, 80, seed=2), "JPEG"),
-            encode(natural_image(64, 64, seed=3), "WEBP")]
-
-
-def _our_texts(towers, texts):
-    tok = towers["text"].info().tokenizer.tokenizer()
-    batch = pack_tokens([e.ids for e in tok.encode(texts, truncate=True)])
-    return towers["text"].embed_texts(batch.ids, batch.lengths), batch
 
 
 def test_family_comes_from_model_type():
@@ -114,44 +103,31 @@ def test_text_tower_gets_exactly_the_processor_padding(siglip_towers, siglip_ref
     import torch
 
     model, processor = siglip_reference
-    ours, _ = _our_texts(siglip_towers, TEXTS)
+    ours, _ = served_texts(siglip_towers, TEXTS)
     with torch.no_grad():
         ids = processor(text=TEXTS, padding="max_length", truncation=True, return_tensors="pt").input_ids
         ref = torch.nn.functional.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1).numpy()
     assert (cosine(ours, ref) >= 0.9999).all()
     # Batch composition must not matter (the padding is fixed, never the batch's longest).
-    alone, _ = _our_texts(siglip_towers, TEXTS[:1])
+    alone, _ = served_texts(siglip_towers, TEXTS[:1])
     assert cosine(alone[0], ours[0]) >= 0.99999
 
 
 def test_image_embeddings_equal_get_image_features(siglip_towers, siglip_reference, siglip_dir):
-    import torch
-
-    model, processor = siglip_reference
-    datas = _images()
-    spec = Checkpoint.open(str(siglip_dir)).image_spec()
-    ours = siglip_towers["image"].embed_images(np.stack([prepare_image(d, spec, ImageLimits()) for d in datas]))
-    with torch.no_grad():
-        pixels = processor(images=[Image.open(io.BytesIO(d)) for d in datas], return_tensors="pt").pixel_values
-        ref = torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-    assert (cosine(ours, ref.numpy()) >= 0.9999).all()
+    datas = sample_images()
+    assert Checkpoint.open(str(siglip_dir)).image_spec().to_dict() == siglip_towers["image"].info().image_spec
+    assert (cosine(served_images(siglip_towers, datas), reference_images(*siglip_reference, datas)) >= 0.9999).all()
 
 
 def test_zero_shot_scores_equal_logits_per_image_sigmoid(siglip_towers, siglip_reference):
     import torch
 
     model, processor = siglip_reference
-    datas = _images()
+    datas = sample_images()
     prompts = ["a photo of a cat", "a red circle", "a blue square", "a diagram"]
     info = siglip_towers["text"].info()
-    spec = siglip_towers["image"].info().image_spec
-    from deployments.preprocess.image_spec import ImageSpec
-
-    images = siglip_towers["image"].embed_images(
-        np.stack([prepare_image(d, ImageSpec.from_dict(spec), ImageLimits()) for d in datas]))
-    texts, _ = _our_texts(siglip_towers, prompts)
     scorer = scoring.Scorer(info.score_function, info.logit_scale, info.logit_bias)
-    ours = scorer(scoring.cosine_matrix(images, texts))
+    ours = served_scores(siglip_towers, datas, prompts)
     with torch.no_grad():
         enc = processor(text=prompts, images=[Image.open(io.BytesIO(d)) for d in datas], padding="max_length",
                         return_tensors="pt")
@@ -170,7 +146,7 @@ def test_clip_scores_stay_softmax(model_dir, reference):
     info = towers["text"].info()
     assert (info.family, info.score_function, info.logit_bias) == ("clip", "softmax", None)
     assert info.tokenizer.padding == "longest" and info.tokenizer.bos_id is not None
-    datas = _images()
+    datas = sample_images()
     prompts = ["a photo of a cat", "a red circle", "a diagram"]
     images = towers["image"].embed_images(np.stack([prepare_image(d, ckpt.image_spec(), ImageLimits()) for d in datas]))
     batch = pack_tokens([e.ids for e in make_tokenizer(model_dir).encode(prompts, truncate=True)])

@@ -12,15 +12,12 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from support.helpers import cosine, encode, natural_image
+from support.family_checks import load_towers, open_by_hub_id, reference_images, sample_images, served_images, served_scores, served_texts
+from support.helpers import cosine
 
 from deployments.backends.checkpoint import Checkpoint, CheckpointError
-from deployments.backends.torch_backend import TorchBackend
 from deployments.engine.payloads import fit_padding, pack_tokens
-from deployments.preprocess.image_spec import ImageSpec
-from deployments.preprocess.images import ImageLimits, prepare_image
 from deployments.preprocess.model_family import SIGLIP, SIGLIP2, UnsupportedFamily, family_for_model_type
-from deployments.serving import scoring
 
 pytest.importorskip("sentencepiece")  # trains the fixture's Gemma-style tokenizer.model
 
@@ -31,19 +28,15 @@ TEXTS = ["a photo of a cat", "A Red CIRCLE!!", "", "  leading and trailing  ", "
 
 @pytest.fixture(scope="module")
 def siglip2_ckpt(tmp_path_factory):
-    from huggingface_hub import constants
     from support.siglip2_fixtures import build_siglip2_checkpoint
 
-    from deployments.checkpoint_builder import install_in_hf_cache
-
     folder = build_siglip2_checkpoint(tmp_path_factory.mktemp("siglip2") / "tiny-siglip2", seed=4)
-    install_in_hf_cache(folder, HUB_ID, constants.HF_HUB_CACHE)
-    return Checkpoint.open(HUB_ID)  # offline: the session's HF cache (tests/conftest.py)
+    return open_by_hub_id(folder, HUB_ID)  # offline: the session's HF cache (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
 def towers(siglip2_ckpt):
-    return {t: TorchBackend.load(siglip2_ckpt, t, device="cpu", dtype="float32") for t in ("image", "text")}
+    return load_towers(siglip2_ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +46,6 @@ def reference(siglip2_ckpt):
 
     path = siglip2_ckpt.path
     return SiglipModel.from_pretrained(path, dtype=torch.float32).eval(), AutoProcessor.from_pretrained(path)
-
-
-def _images() -> list[bytes]:
-    return [encode(natural_image(97, 61, seed=1), "PNG"), encode(natural_image(50, 80, seed=2), "JPEG"),
-            encode(natural_image(64, 64, seed=3), "WEBP")]
-
-
-def _ours(towers, texts):
-    """Texts through the router's tokenizer and the text tower, as served."""
-    info = towers["text"].info().tokenizer
-    batch = pack_tokens([e.ids for e in info.tokenizer().encode(texts, truncate=True)])
-    return towers["text"].embed_texts(batch.ids, batch.lengths), batch
 
 
 def _processor_ids(processor, texts, context_length):
@@ -139,43 +120,32 @@ def test_text_embeddings_equal_get_text_features(towers, reference):
     import torch
 
     model, processor = reference
-    ours, batch = _ours(towers, TEXTS)
+    ours, batch = served_texts(towers, TEXTS)
     with torch.no_grad():
         ids = _processor_ids(processor, TEXTS, towers["text"].info().tokenizer.context_length)
         ref = torch.nn.functional.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1).numpy()
     assert (cosine(ours, ref) >= 0.9999).all()
-    alone, _ = _ours(towers, TEXTS[:1])  # the padding is fixed, never the batch's longest
+    alone, _ = served_texts(towers, TEXTS[:1])  # the padding is fixed, never the batch's longest
     assert cosine(alone[0], ours[0]) >= 0.99999
 
 
 def test_image_embeddings_equal_get_image_features(towers, reference, siglip2_ckpt):
-    import torch
-
-    model, processor = reference
-    datas = _images()
-    pixels = np.stack([prepare_image(d, siglip2_ckpt.image_spec(), ImageLimits()) for d in datas])
-    ours = towers["image"].embed_images(pixels)
-    with torch.no_grad():
-        values = processor(images=[Image.open(io.BytesIO(d)) for d in datas], return_tensors="pt").pixel_values
-        ref = torch.nn.functional.normalize(model.get_image_features(pixel_values=values).pooler_output, dim=-1)
-    assert (cosine(ours, ref.numpy()) >= 0.9999).all()
+    datas = sample_images()
+    assert siglip2_ckpt.image_spec().to_dict() == towers["image"].info().image_spec
+    assert (cosine(served_images(towers, datas), reference_images(*reference, datas)) >= 0.9999).all()
 
 
 def test_zero_shot_scores_equal_logits_per_image_sigmoid(towers, reference):
     import torch
 
     model, processor = reference
-    datas = _images()
+    datas = sample_images()
     prompts = ["This is a photo of a Cat.", "a red circle", "A blue square", "a diagram"]
-    text_info = towers["text"].info()
-    spec = ImageSpec.from_dict(towers["image"].info().image_spec)
-    images = towers["image"].embed_images(np.stack([prepare_image(d, spec, ImageLimits()) for d in datas]))
-    texts, _ = _ours(towers, prompts)
-    scorer = scoring.Scorer(text_info.score_function, text_info.logit_scale, text_info.logit_bias)
-    ours = scorer(scoring.cosine_matrix(images, texts))
+    ours = served_scores(towers, datas, prompts)
     with torch.no_grad():
         enc = processor(text=[p.lower() for p in prompts], images=[Image.open(io.BytesIO(d)) for d in datas],
-                        padding="max_length", max_length=text_info.tokenizer.context_length, return_tensors="pt")
+                        padding="max_length", max_length=towers["text"].info().tokenizer.context_length,
+                        return_tensors="pt")
         expected = model(**enc).logits_per_image.sigmoid().numpy()
     np.testing.assert_allclose(ours, expected, atol=2e-5)
     assert not np.allclose(ours.sum(-1), 1.0)
