@@ -145,13 +145,8 @@ def describe(backend: TowerBackend, *, variant_id: str = "", logit_scale: float 
         resources=resources,
         family=family.name,
         score_function=family.score_function,
-        logit_bias=_own_logit_bias(backend) if family.score_function == "sigmoid" else None,
+        logit_bias=backend.own_logit_bias() if family.score_function == "sigmoid" else None,
     )
-
-
-def _own_logit_bias(backend: TowerBackend) -> float | None:
-    own = getattr(backend, "own_logit_bias", None)  # test doubles may lack it
-    return own() if callable(own) else backend.checkpoint.logit_bias()
 
 
 class DescribedBackend:
