@@ -385,7 +385,7 @@ class Checkpoint:
             raise CheckpointError(f"SigLIP 2 checkpoint {self.source!r} has no tokenizer.json (its Gemma tokenizer)")
         eos = _token_text(self._tokenizer_config().get("eos_token", self.family.eos_token)) or self.family.eos_token
         try:
-            return siglip2_tokenizer_json(path.read_text(encoding="utf-8"), eos)
+            return siglip2_tokenizer_json(path.read_text(encoding="utf-8"), eos, lowercase=self.family.lowercase)
         except ValueError as exc:
             raise CheckpointError(f"tokenizer of {self.source!r}: {path.name}: {exc}") from None
 

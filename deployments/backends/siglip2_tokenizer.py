@@ -16,7 +16,8 @@ tests/unit/test_siglip2.py.
 from __future__ import annotations
 
 
-def siglip2_tokenizer_json(tokenizer_json: str, eos_token: str = "<eos>") -> str:
+def siglip2_tokenizer_json(tokenizer_json: str, eos_token: str = "<eos>", lowercase: bool = True) -> str:
+    """`lowercase`: the model family's rule (ModelFamily.lowercase), a Lowercase normaliser in front."""
     from tokenizers import Tokenizer, normalizers, processors
 
     tok = Tokenizer.from_str(tokenizer_json)
@@ -24,7 +25,8 @@ def siglip2_tokenizer_json(tokenizer_json: str, eos_token: str = "<eos>") -> str
     if eos_id is None:
         raise ValueError(f"no EOS token {eos_token!r} in the vocabulary")
     own = tok.normalizer
-    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *([own] if own is not None else [])])
+    if lowercase:
+        tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *([own] if own is not None else [])])
     tok.post_processor = processors.TemplateProcessing(single=f"$A {eos_token}", special_tokens=[(eos_token, eos_id)])
     tok.no_padding()
     tok.no_truncation()
