@@ -28,6 +28,7 @@ from .onnx_layout import (
     LOGIT_BIAS_METADATA,
     LOGIT_SCALE_METADATA,
     ONNX_DTYPES,
+    ONNX_FAMILIES,
     TOWER_INPUTS,
     TOWER_OUTPUT,
     MissingGraphError,
@@ -44,8 +45,6 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                 "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _REPORTED_DTYPE = {"fp32": "float32", "fp16": "float16"}
-# Model families whose exported graphs this backend serves (preprocess/model_family.py).
-ONNX_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
 
 
 def _providers(device: str) -> tuple[list[str], str]:

@@ -36,6 +36,9 @@ TOWER_OUTPUT = {"image": "image_embeds", "text": "text_embeds"}
 # and a sigmoid-scored family's learned bias (SigLIP's logit_bias).
 LOGIT_SCALE_METADATA = "clip_serve.logit_scale"
 LOGIT_BIAS_METADATA = "clip_serve.logit_bias"
+# The model families (preprocess/model_family.py) whose towers export to these graphs and
+# that the onnx backend serves; a new family joins once both are checked on it.
+ONNX_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
 
 
 def canonical_onnx_dtype(name: str) -> str:

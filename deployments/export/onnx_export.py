@@ -31,7 +31,8 @@ import numpy as np
 
 from ..backends import clip_layouts as layouts
 from ..backends.checkpoint import METADATA_FILES, Checkpoint
-from ..backends.onnx_layout import COMBINED_GRAPH, LOGIT_BIAS_METADATA, LOGIT_SCALE_METADATA, TOWER_GRAPH, graph_file
+from ..backends.onnx_layout import (COMBINED_GRAPH, LOGIT_BIAS_METADATA, LOGIT_SCALE_METADATA, ONNX_FAMILIES,
+                                    TOWER_GRAPH, graph_file)
 from .onnx_graphs import GraphSpec, combined_spec, export_graph, torch_outputs, tower_spec
 
 # Lowest cosine to the torch outputs on the example inputs, per file variant.
@@ -161,10 +162,6 @@ def _copy_metadata(ckpt: Checkpoint, out: Path) -> None:
         (out / "tokenizer.json").write_text(ckpt.tokenizer_json(), encoding="utf-8")
 
 
-# The model families whose towers this export has been checked on (preprocess/model_family.py).
-EXPORTED_FAMILIES = ("clip", "siglip", "siglip2", "metaclip_2")
-
-
 def example_text_ids(ckpt: Checkpoint) -> Any:
     """Token rows the text graph is traced and checked on: CLIP's example_tokens(), or for the
     other families (their own vocabularies, BOS/EOS and padding) two texts through the
@@ -205,9 +202,9 @@ def export_onnx(
     files = TorchBackend.serving_files("image", allow_pickle_weights=allow_pickle_weights)
     ckpt = Checkpoint.open(str(source), revision, allow_patterns=files)
     family = ckpt.family
-    if family.name not in EXPORTED_FAMILIES:
+    if family.name not in ONNX_FAMILIES:
         raise ExportError(f"checkpoint {str(source)!r} is of model family {family.name!r}; ONNX export covers "
-                          f"{', '.join(EXPORTED_FAMILIES)} (serve it with backend torch)")
+                          f"{', '.join(ONNX_FAMILIES)} (serve it with backend torch)")
     if ckpt.layout != layouts.TRANSFORMERS and not ckpt.weight_files():
         # An OpenAI archive's architecture, and a pickle file's temperature, are only known
         # once the weights are read (refused here, by name, without allow_pickle_weights).
