@@ -2,6 +2,9 @@
 Face cache that resolves hub ids offline, tiny real CLIP checkpoints (real BPE vocabulary),
 and each test's tier marker from its folder (tests/unit, tests/serve, tests/ops).
 
+The tests that need the demo model run last: it trains in the background, at idle CPU
+priority, from the end of collection on (tests/support/demo_build.py says why).
+
 Fixtures that need Ray (the session cluster and the app on it) live in tests/support/cluster.py,
 loaded below as a plugin: they are defined for every tier, since serve and ops tests share one
 session cluster, but start nothing until a test asks for them, and tests/unit/conftest.py
@@ -36,6 +39,8 @@ pytest_plugins = ["support.cluster", "support.onnx_fixtures", "support.cpu_repor
 from support.helpers import HUB_ID, Reference, bpe_path  # noqa: E402
 
 TIERS = ("unit", "serve", "ops")
+DEMO_FIXTURE = "demo_model_dir"
+_DEMO_BUILD = pytest.StashKey["BackgroundDemoBuild"]()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -63,6 +68,29 @@ def pytest_collection_modifyitems(config, items):
         tier = Path(str(item.fspath)).relative_to(_TESTS).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+    items[:] = sorted(items, key=_needs_demo)  # stable: each group keeps its order
+
+
+def _needs_demo(item) -> bool:
+    return DEMO_FIXTURE in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_finish(session):
+    """Start training the demo model when a selected test needs it."""
+    if session.config.getoption("collectonly") or not any(_needs_demo(item) for item in session.items):
+        return
+    from deployments.demo import DEMO_VERSION
+    from support.demo_build import BackgroundDemoBuild
+
+    home = Path(tempfile.mkdtemp(prefix="clip-serve-home-"))
+    session.config.stash[_DEMO_BUILD] = BackgroundDemoBuild(home / f"demo-{DEMO_VERSION}")
+
+
+def pytest_sessionfinish(session):
+    build = session.config.stash.get(_DEMO_BUILD, None)
+    if build is not None:
+        build.stop()
+        shutil.rmtree(build.folder.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -112,16 +140,20 @@ def wide_reference(wide_model_dir) -> Reference:
 
 
 @pytest.fixture(scope="session")
-def demo_home(tmp_path_factory) -> Path:
+def demo_home(request, tmp_path_factory) -> Path:
     """CLIP_SERVE_HOME for this session: the demo model is trained into it once and
     reused by every test that needs it (test_quickstart's server included)."""
-    return tmp_path_factory.mktemp("clip-serve-home")
+    build = request.config.stash.get(_DEMO_BUILD, None)
+    return build.folder.parent if build is not None else tmp_path_factory.mktemp("clip-serve-home")
 
 
 @pytest.fixture(scope="session")
-def demo_model_dir(demo_home) -> Path:
+def demo_model_dir(request, demo_home) -> Path:
     from deployments.demo import DEMO_VERSION, ensure_demo_model
 
+    build = request.config.stash.get(_DEMO_BUILD, None)
+    if build is not None:  # within pytest-timeout's 600 s, with its log if it failed
+        return build.result(timeout_s=540)
     return ensure_demo_model(demo_home / f"demo-{DEMO_VERSION}")
 
 

@@ -3,7 +3,9 @@ a ResNet CLIP in open_clip's hub layout, resolved by hub id from an offline Hugg
 cache, and a ViT as OpenAI's .pt release archive, served beside each other; every
 endpoint's numbers agree with OpenAI's own code on the same weights. A tiny SigLIP is
 served in the same launch and scored its own way (sigmoid with its bias, against
-transformers' SiglipModel), while the CLIPs stay softmax. And a full-size RN50."""
+transformers' SiglipModel), while the CLIPs stay softmax. This launch uses Serve's Python
+proxy as its ingress (`--ingress proxy`; the quick-start test runs the default, HAProxy).
+And a full-size RN50."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from support.helpers import REPO, b64, encode, free_port, natural_image
+from support.helpers import REPO, b64, encode, free_port, listening_process, natural_image
 from support.openai_clip import (TINY_RESNET, TINY_VIT, reference_embeddings, save_open_clip, save_openai_archive,
                                  tiny_openai_clip)
 
@@ -66,7 +68,7 @@ def base(family):
     env = {**os.environ, "HF_HOME": str(family["hf_home"]), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, "-m", "deployments", "serve", "--config", str(family["config"]),
-                             "--port", str(port), "--num-cpus", "4"],
+                             "--port", str(port), "--num-cpus", "4", "--ingress", "proxy"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     try:
@@ -79,13 +81,18 @@ def base(family):
             if "API docs:" in line:
                 break
         assert "clip-serve is up" in "".join(output), "".join(output[-40:])
+        assert listening_process(port).startswith("ray::ProxyActor")  # `--ingress proxy` answers on the port
         yield f"http://127.0.0.1:{port}"
     finally:
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+            raise
+    assert proc.returncode == 0, "".join(output[-40:]) + proc.stdout.read()[-4000:]
+    assert time.monotonic() - stopping < 30  # Ctrl-C stops the launch promptly
 
 
 @pytest.fixture(scope="module")

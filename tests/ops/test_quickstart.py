@@ -1,7 +1,8 @@
 """The README's first command, minus the install: `python -m deployments serve` serves the
 embedded demo model offline (trained once per test session into CLIP_SERVE_HOME, as the
-first start would), prints a working example, answers curl, and stops cleanly on Ctrl-C,
-through either ingress (HAProxy, the default, or Serve's Python proxy)."""
+first start would), prints a working example, answers curl through the default ingress
+(HAProxy), and stops cleanly on Ctrl-C. (`serve --ingress proxy`, Serve's Python proxy, is
+the launch in tests/ops/test_clip_family.py.)"""
 
 from __future__ import annotations
 
@@ -14,25 +15,20 @@ import time
 import httpx
 from support.helpers import REPO, b64, encode, free_port, listening_process, natural_image
 
-LISTENER = {"haproxy": "/haproxy", "proxy": "ray::ProxyActor"}  # what answers on the public port
 
 
-INGRESSES = {"default-haproxy": None, "proxy": "proxy"}  # `--ingress` as given (None: the default)
-
-
-def start(demo_home, ingress: str | None) -> tuple[subprocess.Popen, int]:
+def start(demo_home) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "CLIP_SERVE_HOME": str(demo_home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments", "serve", "--port", str(port), "--num-cpus", "4",
-         *(["--ingress", ingress] if ingress else [])],
+        [sys.executable, "-m", "deployments", "serve", "--port", str(port), "--num-cpus", "4"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     return proc, port
 
 
-def check_running(proc: subprocess.Popen, port: int, ingress: str | None, demo_home, demo_model_dir) -> None:
+def check_running(proc: subprocess.Popen, port: int, demo_home, demo_model_dir) -> None:
     output: list[str] = []
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -52,28 +48,20 @@ def check_running(proc: subprocess.Popen, port: int, ingress: str | None, demo_h
     assert r.status_code == 200, r.text
     assert [len(d["embedding"]) for d in r.json()["data"]] == [64, 64]
     assert (demo_model_dir / "model.safetensors").is_file() and demo_model_dir.parent == demo_home
-    listener = listening_process(port)
-    expected = LISTENER[ingress or "haproxy"]
-    assert listener.endswith(expected) if expected.startswith("/") else listener.startswith(expected), listener
+    assert listening_process(port).endswith("/haproxy")  # the default ingress answers on the public port
 
 
 def test_serve_command_runs_the_demo_offline(demo_home, demo_model_dir):
-    """Both ingresses at once, each `serve` with a cluster of its own: their start-ups and
-    shutdowns mostly wait, so side by side they take little longer than one."""
-    servers = {name: start(demo_home, ingress) for name, ingress in INGRESSES.items()}
+    proc, port = start(demo_home)
     try:
-        for name, (proc, port) in servers.items():
-            check_running(proc, port, INGRESSES[name], demo_home, demo_model_dir)
+        check_running(proc, port, demo_home, demo_model_dir)
     finally:
         stopping = time.monotonic()
-        for proc, _ in servers.values():
-            proc.send_signal(signal.SIGINT)
-        for proc, _ in servers.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                for other, _ in servers.values():
-                    other.kill()
-                raise
-    assert {name: proc.returncode for name, (proc, _) in servers.items()} == dict.fromkeys(INGRESSES, 0)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0
     assert time.monotonic() - stopping < 30  # Ctrl-C does not sit out Serve's 30 s ingress drain
