@@ -223,6 +223,28 @@ def live_replicas(deployment: str) -> dict[str, str]:
             if (a.name or "").startswith(prefix)}
 
 
+def actor_pid(name: str) -> int:
+    from ray.util.state import list_actors
+
+    (actor,) = list_actors(filters=[("name", "=", name), ("state", "=", "ALIVE")], limit=10)
+    return actor.pid
+
+
+def wait_process_gone(pid: int, timeout_s: float = 30) -> bool:
+    """True once `pid` has exited (a zombie awaiting its parent counts as gone): every node
+    of this local cluster runs on this machine."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def replaced(deployment: str, gone: str, count: int):
     """A check: the killed replica is gone and Serve runs `count` replicas again, none starting."""
     from ray import serve
@@ -237,7 +259,9 @@ def replaced(deployment: str, gone: str, count: int):
 
 async def chaos_event(url: str, name: str, act, wait_for, report: dict, heal_wait_s: float) -> None:
     """Steady load; `act()` breaks something; until `wait_for()` the system heals. Records
-    failed requests around the event and the seconds until requests succeed again."""
+    failed requests around the event and the seconds until requests succeed again. When
+    `act()` waits for what it killed to be gone (`gone_after_s` in its detail), also the
+    failures among requests sent after that: the ones the survivors should have taken."""
     rec, stop = Recorder(), asyncio.Event()
     load = asyncio.create_task(closed_loop(url, rec, stop, LOAD_CONCURRENCY))
     await asyncio.sleep(3)
@@ -255,6 +279,9 @@ async def chaos_event(url: str, name: str, act, wait_for, report: dict, heal_wai
     after = [r for r in rec.records if r[0] >= event_at - 1]
     failures = [r for r in after if r[2] != 200]
     last_failure = max((end for _, end, _ in failures), default=event_at)
+    if "gone_after_s" in detail:
+        gone_at = event_at + detail["gone_after_s"]
+        detail["failed_sent_after_gone"] = sum(1 for started, _, _ in failures if started > gone_at)
     report.setdefault("chaos", {})[name] = {
         **rec.summary(), "detail": detail, "replaced_after_s": healed,
         "recovery_s": round(last_failure - event_at, 1) if failures else 0.0,
@@ -285,10 +312,16 @@ async def chaos(url: str, cluster, report: dict, heal_wait_s: float) -> None:
     for deployment, count, name in ((IMAGE, 2, "encoder_replica_killed"), (ROUTER, 2, "router_replica_killed")):
         await wait_healthy()
         victim, node = sorted(live_replicas(deployment).items())[0]
+        pid = actor_pid(victim)
 
-        def act(victim=victim, node=node):
+        def act(victim=victim, node=node, pid=pid):
+            # ray.kill returns before the process has exited: until then its port still
+            # takes connections, so requests sent meanwhile can fail too
+            started = time.monotonic()
             ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-            return {"killed": victim.split("#")[1], "node": node}
+            gone = wait_process_gone(pid)
+            return {"killed": victim.split("#")[1], "node": node,
+                    **({"gone_after_s": round(time.monotonic() - started, 3)} if gone else {})}
 
         await chaos_event(url, name, act, replaced(deployment, victim, count), report, heal_wait_s)
 
