@@ -260,8 +260,9 @@ def replaced(deployment: str, gone: str, count: int):
 async def chaos_event(url: str, name: str, act, wait_for, report: dict, heal_wait_s: float) -> None:
     """Steady load; `act()` breaks something; until `wait_for()` the system heals. Records
     failed requests around the event and the seconds until requests succeed again. When
-    `act()` waits for what it killed to be gone (`gone_after_s` in its detail), also the
-    failures among requests sent after that: the ones the survivors should have taken."""
+    `act()` waits for what it killed to be gone (`gone_after_s` in its detail), also when
+    each failed request sent after that was sent (seconds after it was gone): until the
+    proxy in front has seen it go, requests can still be sent to it."""
     rec, stop = Recorder(), asyncio.Event()
     load = asyncio.create_task(closed_loop(url, rec, stop, LOAD_CONCURRENCY))
     await asyncio.sleep(3)
@@ -281,7 +282,8 @@ async def chaos_event(url: str, name: str, act, wait_for, report: dict, heal_wai
     last_failure = max((end for _, end, _ in failures), default=event_at)
     if "gone_after_s" in detail:
         gone_at = event_at + detail["gone_after_s"]
-        detail["failed_sent_after_gone"] = sum(1 for started, _, _ in failures if started > gone_at)
+        detail["failures_sent_after_gone_s"] = sorted(round(started - gone_at, 3) for started, _, _ in failures
+                                                      if started > gone_at)
     report.setdefault("chaos", {})[name] = {
         **rec.summary(), "detail": detail, "replaced_after_s": healed,
         "recovery_s": round(last_failure - event_at, 1) if failures else 0.0,

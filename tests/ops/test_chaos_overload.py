@@ -51,12 +51,14 @@ def test_a_killed_encoder_replica_fails_no_request(report):
     assert event["ok"] > 50, json.dumps(event)
 
 
-def test_a_killed_router_fails_only_requests_sent_before_it_was_gone(report):
-    """The requests in flight on it (or sent while its process was still exiting) had it as
-    their only copy; every request sent after that is served by the other router."""
+def test_a_killed_router_fails_only_requests_sent_around_its_exit(report):
+    """The requests in flight on it had it as their only copy, and a few sent in the moment
+    after its process exited still reach it: HAProxy marks it down at its first connection
+    error (RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT=1 on local clusters), and never resends a
+    request it has sent. Within a second of its exit, every request goes to the other router."""
     event = report["chaos"]["router_replica_killed"]
     assert "gone_after_s" in event["detail"], json.dumps(event)  # its process exited
-    assert event["detail"]["failed_sent_after_gone"] == 0, json.dumps(event)
+    assert all(s <= 1.0 for s in event["detail"]["failures_sent_after_gone_s"]), json.dumps(event)
     assert event["recovery_s"] <= 10, json.dumps(event)  # the other router took over
     assert event["ok"] > 50, json.dumps(event)
 
