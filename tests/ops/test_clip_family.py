@@ -9,19 +9,14 @@ And a full-size RN50."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import httpx
 import numpy as np
 import pytest
 import yaml
-from support.helpers import REPO, b64, encode, free_port, listening_process, natural_image
+from support.helpers import b64, encode, listening_process, natural_image
 from support.openai_clip import (TINY_RESNET, TINY_VIT, reference_embeddings, save_open_clip, save_openai_archive,
                                  tiny_openai_clip)
+from support.serve_process import serving
 
 from deployments.backends.checkpoint import Checkpoint
 from deployments.backends.torch_backend import TorchBackend
@@ -64,35 +59,11 @@ def family(tmp_path_factory, siglip_model_dir):
 
 @pytest.fixture(scope="module")
 def base(family):
-    port = free_port()
-    env = {**os.environ, "HF_HOME": str(family["hf_home"]), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "deployments", "serve", "--config", str(family["config"]),
-                             "--port", str(port), "--num-cpus", "4", "--ingress", "proxy"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            output.append(line)
-            if "API docs:" in line:
-                break
-        assert "clip-serve is up" in "".join(output), "".join(output[-40:])
-        assert listening_process(port).startswith("ray::ProxyActor")  # `--ingress proxy` answers on the port
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stopping = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert proc.returncode == 0, "".join(output[-40:]) + proc.stdout.read()[-4000:]
-    assert time.monotonic() - stopping < 30  # Ctrl-C stops the launch promptly
+    with serving(["--config", str(family["config"]), "--ingress", "proxy"],
+                 {"HF_HOME": str(family["hf_home"])}) as server:
+        server.banner(timeout_s=300)
+        assert listening_process(server.port).startswith("ray::ProxyActor")  # `--ingress proxy` answers on the port
+        yield server.base
 
 
 @pytest.fixture(scope="module")
