@@ -75,15 +75,22 @@ def _needs_demo(item) -> bool:
     return DEMO_FIXTURE in getattr(item, "fixturenames", ())
 
 
-def pytest_collection_finish(session):
-    """Start training the demo model when a selected test needs it."""
-    if session.config.getoption("collectonly") or not any(_needs_demo(item) for item in session.items):
-        return
-    from deployments.demo import DEMO_VERSION
-    from support.demo_build import BackgroundDemoBuild
+def _demo_build(config):
+    """The session's one demo build: started at the end of collection when a selected test
+    needs the model, else when a fixture first asks for it."""
+    build = config.stash.get(_DEMO_BUILD, None)
+    if build is None:
+        from deployments.demo import DEMO_VERSION
+        from support.demo_build import BackgroundDemoBuild
 
-    home = Path(tempfile.mkdtemp(prefix="clip-serve-home-"))
-    session.config.stash[_DEMO_BUILD] = BackgroundDemoBuild(home / f"demo-{DEMO_VERSION}")
+        home = Path(tempfile.mkdtemp(prefix="clip-serve-home-"))
+        build = config.stash[_DEMO_BUILD] = BackgroundDemoBuild(home / f"demo-{DEMO_VERSION}")
+    return build
+
+
+def pytest_collection_finish(session):
+    if not session.config.getoption("collectonly") and any(_needs_demo(item) for item in session.items):
+        _demo_build(session.config)
 
 
 def pytest_sessionfinish(session):
@@ -140,21 +147,15 @@ def wide_reference(wide_model_dir) -> Reference:
 
 
 @pytest.fixture(scope="session")
-def demo_home(request, tmp_path_factory) -> Path:
+def demo_home(request) -> Path:
     """CLIP_SERVE_HOME for this session: the demo model is trained into it once and
     reused by every test that needs it (test_quickstart's server included)."""
-    build = request.config.stash.get(_DEMO_BUILD, None)
-    return build.folder.parent if build is not None else tmp_path_factory.mktemp("clip-serve-home")
+    return _demo_build(request.config).folder.parent
 
 
 @pytest.fixture(scope="session")
-def demo_model_dir(request, demo_home) -> Path:
-    from deployments.demo import DEMO_VERSION, ensure_demo_model
-
-    build = request.config.stash.get(_DEMO_BUILD, None)
-    if build is not None:  # within pytest-timeout's 600 s, with its log if it failed
-        return build.result(timeout_s=540)
-    return ensure_demo_model(demo_home / f"demo-{DEMO_VERSION}")
+def demo_model_dir(request) -> Path:
+    return _demo_build(request.config).result(timeout_s=540)  # within pytest-timeout's 600 s
 
 
 @pytest.fixture(scope="session")
